@@ -1,0 +1,59 @@
+"""The one declarative list of the 16 API endpoints (mirrors the seed's dlt config).
+
+Everything else (the sandbox, the client, the warehouse tables, the assets and
+their checks) is derived from this list; add an endpoint here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from finance_assets import models as m
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One list endpoint: resource name, path, data selector and record schema."""
+
+    name: str
+    path: str
+    data_selector: str
+    model: type[m.Resource]
+    description: str
+    primary_key: str = "id"
+    cursor_field: str = "last_modified_time"
+
+    @property
+    def children(self) -> dict[str, type[BaseModel]]:
+        """Nested arrays of the record: field name -> item model."""
+        out: dict[str, type[BaseModel]] = {}
+        for name, field in self.model.model_fields.items():
+            args = getattr(field.annotation, "__args__", ())
+            if getattr(field.annotation, "__origin__", None) is list and args:
+                out[name] = args[0]
+        return out
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("users", "/v1/users", "users", m.User, "Users of the organization."),
+    Endpoint("banking", "/v1/bankaccounts", "bankaccounts", m.BankAccount, "Bank, card and clearing accounts with balances."),
+    Endpoint("organizations", "/v1/organizations", "organizations", m.Organization, "The organization and its settings."),
+    Endpoint("contacts", "/v1/contacts", "contacts", m.Contact, "Customers and vendors with outstanding amounts."),
+    Endpoint("bills", "/v1/bills", "bills", m.Bill, "Vendor bills with line items."),
+    Endpoint("estimates", "/v1/estimates", "estimates", m.Estimate, "Sales estimates (quotes) with line items."),
+    Endpoint("items", "/v1/items", "items", m.Item, "Goods and services sold or bought."),
+    Endpoint("invoices", "/v1/invoices", "invoices", m.Invoice, "Customer invoices with line items."),
+    Endpoint("expenses", "/v1/expenses", "expenses", m.Expense, "Expenses paid from bank accounts."),
+    Endpoint("creditnotes", "/v1/creditnotes", "creditnotes", m.CreditNote, "Customer credit notes with line items."),
+    Endpoint("customer_payments", "/v1/customerpayments", "customerpayments", m.CustomerPayment, "Customer payments and the invoices they settle."),
+    Endpoint("purchase_orders", "/v1/purchaseorders", "purchaseorders", m.PurchaseOrder, "Purchase orders with line items."),
+    Endpoint("sales_orders", "/v1/salesorders", "salesorders", m.SalesOrder, "Sales orders with line items."),
+    Endpoint("journals", "/v1/journals", "journals", m.Journal, "Manual journals; debits equal credits."),
+    Endpoint("taxes", "/v1/settings/taxes", "taxes", m.Tax, "Tax rates."),
+    Endpoint("transactions", "/v1/banktransactions", "banktransactions", m.BankTransaction, "Bank transactions from feeds, imports and manual entry."),
+)
+
+BY_NAME: dict[str, Endpoint] = {e.name: e for e in ENDPOINTS}
+BY_PATH: dict[str, Endpoint] = {e.path: e for e in ENDPOINTS}
