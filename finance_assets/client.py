@@ -1,0 +1,391 @@
+"""HTTP client of the financial API: OAuth2 refresh-token auth, retries, pagination.
+
+Knows HTTP and OAuth only (no Dagster, no DuckDB). Pages are yielded as they
+arrive, decoded with exact decimals, so no resource is ever held whole in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+# httpx logs every request URL at INFO; keep that noise (and anything token-shaped) out of run logs.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+class FinanceApiError(RuntimeError):
+    """A failure the client cannot recover from; the message is one actionable sentence."""
+
+
+class AuthError(FinanceApiError):
+    """The token endpoint refused the credentials or answered nonsense."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds on retrying transient failures (429, 5xx, connection errors, timeouts)."""
+
+    max_attempts: int = 8
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_elapsed: float = 300.0  # total seconds one request may spend retrying
+    max_retry_after: float = 120.0  # a longer Retry-After fails fast instead of hanging
+
+
+@dataclass
+class ClientStats:
+    """What the client did, for materialization metadata."""
+
+    requests: int = 0
+    pages: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    token_requests: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "pages": self.pages,
+                "retries": self.retries,
+                "rate_limited": self.rate_limited,
+                "token_requests": self.token_requests,
+            }
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of records under the data selector, with the server's clock."""
+
+    number: int
+    records: list[dict[str, Any]]
+    has_more: bool
+    server_date: str | None  # the response's Date header (server clock)
+
+
+def check_transport(url: str, setting: str) -> None:
+    """Refuse plain http except on loopback, so tokens never cross a network in clear."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FinanceApiError(f"{setting}={url!r} is not an http(s) URL; set it to the API's URL.")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise FinanceApiError(
+            f"{setting} uses plain http on {parts.hostname}; use https (plain http is only "
+            "allowed on loopback, for the sandbox)."
+        )
+
+
+def _oauth_error(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) else None
+
+
+class RetryingTransport:
+    """Sends one request with bounded, jittered exponential backoff on transient failures."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        stats: ClientStats,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self.stats = stats
+        self.sleep = sleep
+        self.clock = clock
+        self.rng = rng or random.Random()
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter in [0.5, 1.0] of the step."""
+        step = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (attempt - 1))
+        return step * self.rng.uniform(0.5, 1.0)
+
+    def send(
+        self, what: str, do: Callable[[], httpx.Response], counter: str = "requests"
+    ) -> httpx.Response:
+        """Call ``do`` until it yields a non-retryable response or the bounds are hit."""
+        started = self.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.stats.add(**{counter: 1})
+            try:
+                response = do()
+            except httpx.TimeoutException as exc:
+                problem, wait, response = f"timed out ({type(exc).__name__})", None, None
+            except httpx.TransportError as exc:
+                problem, wait, response = f"connection failed ({type(exc).__name__})", None, None
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    return response
+                problem, wait = f"HTTP {response.status_code}", None
+                if response.status_code == 429:
+                    self.stats.add(rate_limited=1)
+                    wait = _retry_after(response)
+                    if wait is not None and wait > self.policy.max_retry_after:
+                        raise FinanceApiError(
+                            f"{what}: rate limited with Retry-After {wait:.0f}s, longer than the "
+                            f"{self.policy.max_retry_after:.0f}s allowed; the daily quota may be "
+                            "spent, try again later."
+                        )
+            if wait is None:
+                wait = self.backoff(attempt)
+            elapsed = self.clock() - started
+            if attempt >= self.policy.max_attempts or elapsed + wait > self.policy.max_elapsed:
+                raise FinanceApiError(
+                    f"{what}: gave up after {attempt} attempts in {elapsed:.0f}s, last error "
+                    f"{problem}; the API is failing or unreachable, check its status and the URL."
+                )
+            self.stats.add(retries=1)
+            self.sleep(wait)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class RefreshTokenAuth(httpx.Auth):
+    """OAuth2 refresh-token grant as an httpx auth flow.
+
+    One access token is cached and shared by every request (and thread) until
+    shortly before it expires; on a 401 it is refreshed once and the request
+    retried once. The refresh token is never rotated by this API.
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        http: httpx.Client,
+        transport: RetryingTransport,
+        expiry_margin: float = 60.0,
+    ) -> None:
+        self._token_url = token_url
+        self._form = {
+            "grant_type": "refresh_token",
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "refresh_token": refresh_token,
+        }
+        self._http = http
+        self._transport = transport
+        self._margin = expiry_margin
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        token = self.token()
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {self.token(stale=token)}"
+            response = yield request
+            if response.status_code == 401:
+                raise AuthError(
+                    f"GET {request.url.path}: the API rejected a freshly issued access token "
+                    "(401); check that FINANCE_API_TOKEN_URL and FINANCE_API_BASE_URL belong "
+                    "to the same provider and that the client may read this resource."
+                )
+
+    def token(self, stale: str | None = None) -> str:
+        """The cached access token; a new one when absent, near expiry or known ``stale``."""
+        with self._lock:
+            now = self._transport.clock()
+            if self._token is None or now >= self._expires_at or self._token == stale:
+                self._token, lifetime = self._mint()
+                self._expires_at = now + max(0.0, lifetime - self._margin)
+            return self._token
+
+    def _mint(self) -> tuple[str, float]:
+        response = self._transport.send(
+            "token request",
+            lambda: self._http.post(self._token_url, data=self._form),
+            counter="token_requests",
+        )
+        if response.status_code != 200:
+            raise AuthError(self._describe_refusal(response))
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise AuthError(
+                f"the token endpoint answered HTTP {response.status_code} without an "
+                "access_token; check that FINANCE_API_TOKEN_URL is the OAuth token endpoint."
+            )
+        expires_in = body.get("expires_in")
+        lifetime = float(expires_in) if isinstance(expires_in, (int, float)) else 3600.0
+        return token, lifetime
+
+    def _describe_refusal(self, response: httpx.Response) -> str:
+        error = _oauth_error(response)
+        status = response.status_code
+        if error == "invalid_grant":
+            return (
+                "the token endpoint refused the refresh token (invalid_grant): it is wrong, "
+                "expired or revoked; issue a new one and set FINANCE_API_REFRESH_TOKEN."
+            )
+        if error == "invalid_client":
+            return (
+                "the token endpoint refused the client credentials (invalid_client); check "
+                "FINANCE_API_CLIENT_ID and FINANCE_API_CLIENT_SECRET."
+            )
+        if error == "unsupported_grant_type":
+            return (
+                "the token endpoint does not support the refresh_token grant; check that "
+                "FINANCE_API_TOKEN_URL is the provider's OAuth token endpoint."
+            )
+        return (
+            f"the token endpoint answered HTTP {status}; check FINANCE_API_TOKEN_URL "
+            "and the credentials."
+        )
+
+
+class FinanceApiClient:
+    """Reads the API's paginated list endpoints with one shared access token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        *,
+        per_page: int = 200,
+        max_pages: int = 100_000,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        check_transport(base_url, "FINANCE_API_BASE_URL")
+        check_transport(token_url, "FINANCE_API_TOKEN_URL")
+        if not 1 <= per_page <= 200:
+            raise FinanceApiError(f"per_page={per_page} is outside 1..200; use at most 200.")
+        self.base_url = base_url.rstrip("/")
+        self.per_page = per_page
+        self.max_pages = max_pages
+        self.stats = ClientStats()
+        self.transport = RetryingTransport(retry or RetryPolicy(), self.stats, sleep, clock)
+        timeouts = httpx.Timeout(timeout, connect=connect_timeout)
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        self._http = httpx.Client(timeout=timeouts, limits=limits, follow_redirects=False)
+        self.auth = RefreshTokenAuth(
+            token_url, client_id, client_secret, refresh_token, self._http, self.transport
+        )
+
+    def __enter__(self) -> FinanceApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def get_page(
+        self, path: str, selector: str, page: int, modified_since: str | None = None
+    ) -> Page:
+        """GET one page and return its records, decoded with exact decimals."""
+        params: dict[str, Any] = {"page": page, "per_page": self.per_page}
+        if modified_since is not None:
+            params["modified_since"] = modified_since
+        url = self.base_url + path
+        what = f"GET {path} page {page}"
+        response = self.transport.send(
+            what, lambda: self._http.get(url, params=params, auth=self.auth)
+        )
+        body = _decode(response, what)
+        records = body.get(selector)
+        if not isinstance(records, list):
+            raise FinanceApiError(
+                f"{what}: the response has no '{selector}' list (keys: "
+                f"{', '.join(sorted(body)[:8])}); check FINANCE_API_BASE_URL and the data selector."
+            )
+        context = body.get("page_context")
+        has_more = bool(context.get("has_more_page")) if isinstance(context, dict) else False
+        self.stats.add(pages=1)
+        return Page(page, records, has_more, response.headers.get("Date"))
+
+    def iter_pages(
+        self, path: str, selector: str, modified_since: str | None = None
+    ) -> Iterator[Page]:
+        """Walk ``page=1, 2, ...`` until ``has_more_page`` is false or a page is short/empty."""
+        number = 1
+        while True:
+            if number > self.max_pages:
+                raise FinanceApiError(
+                    f"GET {path}: still more pages after {self.max_pages}; the API never says "
+                    "has_more_page: false. Raise max_pages if the resource really is that large."
+                )
+            page = self.get_page(path, selector, number, modified_since)
+            yield page
+            if not page.has_more or len(page.records) < self.per_page:
+                return
+            number += 1
+
+
+def _decode(response: httpx.Response, what: str) -> dict[str, Any]:
+    """Decode a response body, raising one clear sentence for every non-success."""
+    status = response.status_code
+    try:
+        body = json.loads(response.content, parse_float=Decimal)
+    except ValueError:
+        body = None
+    code = body.get("code") if isinstance(body, dict) else None
+    message = body.get("message") if isinstance(body, dict) else None
+    detail = f" (code {code}: {message})" if code is not None else ""
+    if status == 400:
+        raise FinanceApiError(f"{what}: the API refused the request parameters{detail}.")
+    if status == 404:
+        raise FinanceApiError(
+            f"{what}: not found (404){detail}; check FINANCE_API_BASE_URL (it should not "
+            "include /v1)."
+        )
+    if status != 200:
+        raise FinanceApiError(f"{what}: unexpected HTTP {status}{detail}.")
+    if not isinstance(body, dict):
+        raise FinanceApiError(
+            f"{what}: the response body is not a JSON object; check FINANCE_API_BASE_URL."
+        )
+    if code != 0:
+        raise FinanceApiError(f"{what}: the API answered with error{detail}.")
+    return body
+
