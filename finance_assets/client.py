@@ -388,4 +388,3 @@ def _decode(response: httpx.Response, what: str) -> dict[str, Any]:
     if code != 0:
         raise FinanceApiError(f"{what}: the API answered with error{detail}.")
     return body
-

@@ -36,7 +36,9 @@ class FinanceApiResource(dg.ConfigurableResource):
     refresh_token: str | None = Field(default=None, description="OAuth2 refresh token.")
     per_page: int = Field(default=200, ge=1, le=200, description="Records per page (max 200).")
     timeout_seconds: float = Field(default=30.0, gt=0, description="Read timeout per request.")
-    max_attempts: int = Field(default=8, ge=1, description="Attempts per request (429/5xx/network).")
+    max_attempts: int = Field(
+        default=8, ge=1, description="Attempts per request (429/5xx/network)."
+    )
     max_retry_seconds: float = Field(
         default=300.0, gt=0, description="Most time one request may spend retrying."
     )
@@ -97,7 +99,7 @@ class FinanceApiResource(dg.ConfigurableResource):
 
 
 def api_resource_from_env() -> FinanceApiResource:
-    """Real API when ``FINANCE_API_BASE_URL`` is set (all values via ``dg.EnvVar``), else sandbox."""
+    """The real API when ``FINANCE_API_BASE_URL`` is set (through ``dg.EnvVar``), else sandbox."""
     if not os.getenv("FINANCE_API_BASE_URL"):
         return FinanceApiResource()
     base, token, cid, secret, refresh = (dg.EnvVar(name) for name in API_ENV_VARS)

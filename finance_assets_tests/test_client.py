@@ -143,7 +143,10 @@ def test_backoff_grows_exponentially_with_jitter(make_sandbox) -> None:
     sb = make_sandbox(scale=0.02, fault_rate=1.0, fault_kinds=("503",))
     sleep = FakeSleep()
     policy = RetryPolicy(max_attempts=5, backoff_base=1.0, backoff_max=100.0)
-    with client_for(sb, sleep=sleep, retry=policy) as client, pytest.raises(FinanceApiError) as info:
+    with (
+        client_for(sb, sleep=sleep, retry=policy) as client,
+        pytest.raises(FinanceApiError) as info,
+    ):
         read_all(client, "users")
     assert len(sleep.waits) == 4
     for attempt, wait in enumerate(sleep.waits, start=1):
