@@ -1,0 +1,340 @@
+"""Asset checks over the warehouse: nullability and primary keys, per resource.
+
+Both checks read nullability and keys from the models (via ``schema``), so one
+generic mechanism covers every endpoint. Tables that do not exist yet are
+reported as such instead of raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from finance_assets.endpoints import Endpoint
+from finance_assets.schema import (
+    PARENT_ID_COLUMN,
+    POSITION_COLUMN,
+    SCHEMA,
+    ColumnSpec,
+    child_column_specs,
+    child_table_name,
+    column_specs,
+    current_catalog,
+    in_catalog,
+    model_columns,
+    q,
+    table_name,
+)
+
+NULLABILITY = "nullability"
+PRIMARY_KEY = "primary_key"
+SAMPLE_SIZE = 5
+
+CoercibleAssetKey = dg.AssetKey | str | Sequence[str]
+
+
+
+# ---------- metadata for definitions ----------
+def column_schema(endpoint: Endpoint) -> dg.TableSchema:
+    """Parent table columns for ``dagster/column_schema``; non-nullable fields constrained."""
+    columns = []
+    for spec in column_specs(endpoint.model):
+        constraints = None
+        if spec.name == endpoint.primary_key:
+            constraints = dg.TableColumnConstraints(nullable=False, unique=True)
+        elif not spec.nullable:
+            constraints = dg.TableColumnConstraints(nullable=False)
+        columns.append(dg.TableColumn(spec.name, spec.sql_type, spec.description, constraints))
+    return dg.TableSchema(columns=columns)
+
+
+def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.AssetCheckSpec]:
+    """The two checks every resource asset declares."""
+    key = dg.AssetKey.from_coercible(asset_key)
+    tables = ", ".join(_tables(endpoint))
+    return [
+        dg.AssetCheckSpec(
+            NULLABILITY,
+            asset=key,
+            description=(
+                f"No NULL in any field the API documents as non-nullable, in {tables}. "
+                "Such records are loaded as they came so this check can name them."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            PRIMARY_KEY,
+            asset=key,
+            description=(
+                f"`{endpoint.primary_key}` is never NULL and unique in {table_name(endpoint)}; "
+                "child tables have unique (parent_id, position) and no orphan rows."
+            ),
+        ),
+    ]
+
+
+# ---------- helpers ----------
+def _tables(endpoint: Endpoint) -> list[str]:
+    return [table_name(endpoint), *(child_table_name(endpoint, c) for c in endpoint.children)]
+
+
+def _existing_columns(conn: duckdb.DuckDBPyConnection, catalog: str) -> dict[str, set[str]]:
+    rows = conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_catalog = ? AND table_schema = ?",
+        [catalog, SCHEMA],
+    ).fetchall()
+    out: dict[str, set[str]] = {}
+    for table, column in rows:
+        out.setdefault(f"{SCHEMA}.{table}", set()).add(column)
+    return out
+
+
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    specs: list[ColumnSpec]
+    is_child: bool
+
+    @property
+    def sample(self) -> str:
+        """SQL expression that identifies a row for samples."""
+        if self.is_child:
+            return f"{{'parent_id': {q(PARENT_ID_COLUMN)}, 'position': {q(POSITION_COLUMN)}}}"
+        return q("id")
+
+
+def _plan(endpoint: Endpoint) -> list[_Table]:
+    out = [_Table(table_name(endpoint), list(model_columns(endpoint.model)), False)]
+    for child, item_model in endpoint.children.items():
+        specs = [s for s in child_column_specs(item_model) if s.from_model]
+        out.append(_Table(child_table_name(endpoint, child), specs, True))
+    return out
+
+
+def _absent(endpoint: Endpoint, key: dg.AssetKey, check: str) -> dg.AssetCheckResult:
+    table = table_name(endpoint)
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=check,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{table} does not exist: the asset has not been materialized yet.",
+        metadata={"table": dg.MetadataValue.text(table), "table_exists": False},
+    )
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> dg.MetadataValue:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _fmt_samples(samples: list[Any]) -> str:
+    """``id`` or ``parent_id#position``, comma-separated, for the markdown summary."""
+    return ", ".join(
+        f"`{x['parent_id']}#{x['position']}`" if isinstance(x, dict) else f"`{x}`" for x in samples
+    )
+
+
+# ---------- nullability ----------
+def nullability_check(
+    conn: duckdb.DuckDBPyConnection, endpoint: Endpoint, asset_key: CoercibleAssetKey
+) -> dg.AssetCheckResult:
+    """Count NULLs of every non-nullable column, one scan per table; sample offending rows."""
+    key = dg.AssetKey.from_coercible(asset_key)
+    catalog = current_catalog(conn)
+    existing = _existing_columns(conn, catalog)
+    if table_name(endpoint) not in existing:
+        return _absent(endpoint, key, NULLABILITY)
+
+    failures: list[dict[str, Any]] = []
+    rows_per_table: dict[str, int | None] = {}
+    checked = 0
+    for t in _plan(endpoint):
+        columns = [s.name for s in t.specs if not s.nullable]
+        checked += len(columns)
+        if t.name not in existing:
+            rows_per_table[t.name] = None
+            failures.append({"table": t.name, "column": "*", "problem": "table missing"})
+            continue
+        missing = [c for c in columns if c not in existing[t.name]]
+        failures += [{"table": t.name, "column": c, "problem": "column missing"} for c in missing]
+        columns = [c for c in columns if c in existing[t.name]]
+        counts = ", ".join(f"count(*) FILTER (WHERE {q(c)} IS NULL)" for c in columns)
+        fq = in_catalog(catalog, t.name)
+        row = conn.execute(f"SELECT count(*), {counts} FROM {fq}").fetchone()
+        assert row is not None
+        rows_per_table[t.name] = int(row[0])
+        failing = [(c, int(n)) for c, n in zip(columns, row[1:], strict=True) if n]
+        if not failing:
+            continue
+        # Second scan only on failure: a few smallest row keys per failing column.
+        samples = ", ".join(
+            f"min({t.sample}, {SAMPLE_SIZE}) FILTER (WHERE {q(c)} IS NULL)" for c, _ in failing
+        )
+        sample_row = conn.execute(f"SELECT {samples} FROM {fq}").fetchone()
+        assert sample_row is not None
+        for (column, n), sample in zip(failing, sample_row, strict=True):
+            failures.append(
+                {
+                    "table": t.name,
+                    "column": column,
+                    "null_count": n,
+                    "sample_parent_rows" if t.is_child else "sample_ids": list(sample or []),
+                }
+            )
+
+    total = sum(f.get("null_count", 0) for f in failures)
+    metadata: dict[str, Any] = {
+        "columns_checked": dg.MetadataValue.int(checked),
+        "null_values": dg.MetadataValue.int(total),
+        "rows_checked": dg.MetadataValue.json(rows_per_table),
+    }
+    if not failures:
+        return dg.AssetCheckResult(
+            asset_key=key,
+            check_name=NULLABILITY,
+            passed=True,
+            description=f"No NULL in {checked} non-nullable columns.",
+            metadata=metadata,
+        )
+    metadata["failures"] = dg.MetadataValue.json(failures)
+    metadata["summary"] = _md_table(
+        ["table", "column", "nulls / problem", "samples"],
+        [
+            [
+                f["table"],
+                f["column"],
+                f.get("null_count", f.get("problem")),
+                _fmt_samples(f.get("sample_ids") or f.get("sample_parent_rows") or []),
+            ]
+            for f in failures
+        ],
+    )
+    cols = ", ".join(f"{f['table']}.{f['column']}" for f in failures)
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=NULLABILITY,
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{total} NULL(s) in non-nullable columns: {cols}.",
+        metadata=metadata,
+    )
+
+
+# ---------- primary key ----------
+def _key_stats(
+    conn: duckdb.DuckDBPyConnection, catalog: str, name: str, key: list[str], sample: str
+) -> dict[str, Any]:
+    """Rows, rows with a NULL key part, duplicated keys (count, extra rows, samples)."""
+    table = in_catalog(catalog, name)
+    cols = ", ".join(q(c) for c in key)
+    any_null = " OR ".join(f"{q(c)} IS NULL" for c in key)
+    row = conn.execute(
+        f"""
+        WITH dup AS (
+            SELECT {cols}, count(*) AS n FROM {table}
+            WHERE NOT ({any_null}) GROUP BY ALL HAVING count(*) > 1
+        )
+        SELECT (SELECT count(*) FROM {table}),
+               (SELECT count(*) FROM {table} WHERE {any_null}),
+               count(*), coalesce(sum(n - 1), 0), min({sample}, {SAMPLE_SIZE})
+        FROM dup
+        """
+    ).fetchone()
+    assert row is not None
+    rows, nulls, dup_keys, extra_rows, samples = row
+    return {
+        "table": name,
+        "rows": int(rows),
+        "null_keys": int(nulls),
+        "duplicate_keys": int(dup_keys),
+        "duplicate_extra_rows": int(extra_rows),
+        "sample_duplicates": list(samples or []),
+    }
+
+
+def primary_key_check(
+    conn: duckdb.DuckDBPyConnection, endpoint: Endpoint, asset_key: CoercibleAssetKey
+) -> dg.AssetCheckResult:
+    """``id`` non-null and unique; child (parent_id, position) unique and pointing at a parent."""
+    key = dg.AssetKey.from_coercible(asset_key)
+    catalog = current_catalog(conn)
+    existing = _existing_columns(conn, catalog)
+    parent = table_name(endpoint)
+    if parent not in existing:
+        return _absent(endpoint, key, PRIMARY_KEY)
+
+    pk = endpoint.primary_key
+    stats = [_key_stats(conn, catalog, parent, [pk], q(pk))]
+    for t in _plan(endpoint)[1:]:
+        if t.name not in existing:
+            stats.append({"table": t.name, "problem": "table missing"})
+            continue
+        s = _key_stats(conn, catalog, t.name, [PARENT_ID_COLUMN, POSITION_COLUMN], t.sample)
+        orphan = conn.execute(
+            f"SELECT count(*), min({t.sample}, {SAMPLE_SIZE}) FROM {in_catalog(catalog, t.name)} c "
+            f"ANTI JOIN {in_catalog(catalog, parent)} p ON c.{q(PARENT_ID_COLUMN)} = p.{q(pk)}"
+        ).fetchone()
+        assert orphan is not None
+        s["orphan_rows"], s["sample_orphans"] = int(orphan[0]), list(orphan[1] or [])
+        stats.append(s)
+
+    def bad(s: dict[str, Any]) -> bool:
+        return bool(
+            s.get("problem")
+            or s["null_keys"]
+            or s["duplicate_keys"]
+            or s.get("orphan_rows", 0)
+        )
+
+    failing = [s for s in stats if bad(s)]
+    p = stats[0]
+    metadata: dict[str, Any] = {
+        "rows": dg.MetadataValue.int(p["rows"]),
+        "null_ids": dg.MetadataValue.int(p["null_keys"]),
+        "duplicate_ids": dg.MetadataValue.int(p["duplicate_keys"]),
+        "sample_duplicate_ids": dg.MetadataValue.json(p["sample_duplicates"]),
+        "tables": dg.MetadataValue.json(stats),
+    }
+    if not failing:
+        return dg.AssetCheckResult(
+            asset_key=key,
+            check_name=PRIMARY_KEY,
+            passed=True,
+            description=f"`{pk}` unique and non-null over {p['rows']} rows; child keys intact.",
+            metadata=metadata,
+        )
+    problems = []
+    for s in failing:
+        if s.get("problem"):
+            problems.append(f"{s['table']}: {s['problem']}")
+            continue
+        parts = [
+            f"{s['null_keys']} NULL key(s)" if s["null_keys"] else "",
+            f"{s['duplicate_keys']} duplicated key(s)" if s["duplicate_keys"] else "",
+            f"{s['orphan_rows']} orphan row(s)" if s.get("orphan_rows") else "",
+        ]
+        problems.append(f"{s['table']}: " + ", ".join(x for x in parts if x))
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=PRIMARY_KEY,
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(problems) + ".",
+        metadata=metadata,
+    )
+
+
+def run_checks(
+    conn: duckdb.DuckDBPyConnection, endpoint: Endpoint, asset_key: CoercibleAssetKey
+) -> list[dg.AssetCheckResult]:
+    """Both checks of a resource, in the order of ``check_specs``."""
+    return [
+        nullability_check(conn, endpoint, asset_key),
+        primary_key_check(conn, endpoint, asset_key),
+    ]

@@ -1,0 +1,519 @@
+"""DuckDB warehouse: one table per resource, child tables for nested arrays.
+
+Writes are bulk and transactional: each API page becomes an Arrow table that
+DuckDB scans into a TEMP staging table; on success one set-wise merge upserts by
+``id`` (last occurrence in the run wins, children replaced wholesale) and the
+transaction commits; on any exception everything rolls back. Decimals travel
+as ``decimal128`` end to end, never as floats. Nothing here knows HTTP or Dagster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+from pydantic import BaseModel
+
+from finance_assets.endpoints import Endpoint
+from finance_assets.schema import (
+    EXTRA_COLUMN,
+    LOADED_AT_COLUMN,
+    SCHEMA,
+    ColumnSpec,
+    child_column_specs,
+    child_table_name,
+    column_specs,
+    current_catalog,
+    in_catalog,
+    model_columns,
+    q,
+    table_name,
+)
+
+__all__ = [
+    "REJECTED_TABLE",
+    "RejectedRecord",
+    "ResourceSummary",
+    "Warehouse",
+    "WriteStats",
+    "Writer",
+    "child_table_name",
+    "column_specs",
+    "extra_json",
+    "summary_rows",
+    "table_name",
+]
+
+REJECTED_TABLE = f"{SCHEMA}._rejected"
+# Quarantine: records the schema cannot hold, one row per (resource, id) or per raw payload.
+_REJECTED_COLUMNS = (
+    ("resource", "VARCHAR"),
+    ("id", "VARCHAR"),
+    ("reason", "VARCHAR"),
+    ("raw", "JSON"),
+    (LOADED_AT_COLUMN, "TIMESTAMPTZ"),
+)
+
+
+class RejectedRecord(Protocol):
+    """What ``Writer.reject`` needs of a rejected record (e.g. ``validation.Rejected``)."""
+
+    @property
+    def record_id(self) -> str | None: ...
+    @property
+    def raw(self) -> Any: ...
+    @property
+    def reason(self) -> str: ...
+
+# information_schema spells some types in full.
+_INFO_SCHEMA_TYPE = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
+_SEQ = "_seq"  # staging only: global arrival order of a parent record within one run
+
+
+
+def _cols(specs: Sequence[ColumnSpec]) -> str:
+    return ", ".join(q(s.name) for s in specs)
+
+
+# ---------- JSON for _extra: exact numbers, sorted keys ----------
+def _json(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        # str() of a finite Decimal is a valid JSON number (e.g. 1E+2); no float detour.
+        return str(value) if value.is_finite() else json.dumps(str(value))
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else json.dumps(str(value))
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        items = sorted((str(k), v) for k, v in value.items())
+        body = ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_json(v)}" for k, v in items)
+        return "{" + body + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_json(v) for v in value) + "]"
+    if isinstance(value, BaseModel):
+        return _json({**value.__dict__, **(value.model_extra or {})})
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return json.dumps(value.isoformat())
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def extra_json(model: BaseModel) -> str | None:
+    """Undocumented fields of a record as JSON text (exact numbers, sorted keys); None if none."""
+    extra = model.model_extra
+    return _json(extra) if extra else None
+
+
+# ---------- Arrow columns ----------
+def _arrow_type(spec: ColumnSpec) -> pa.DataType:
+    if spec.kind == "decimal":
+        assert spec.precision is not None and spec.scale is not None
+        return pa.decimal128(spec.precision, spec.scale)
+    return {
+        "string": pa.string(),
+        "json": pa.string(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "bool": pa.bool_(),
+        "int": pa.int64() if spec.sql_type == "BIGINT" else pa.int32(),
+    }[spec.kind]
+
+
+def _coerce(spec: ColumnSpec, value: Any) -> Any:
+    """Slow path for raw values (e.g. a record built with ``model_construct``)."""
+    if value is None:
+        return None
+    kind = spec.kind
+    if kind == "decimal" and not isinstance(value, Decimal):
+        return Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    if kind == "timestamp" and isinstance(value, str):
+        return dt.datetime.fromisoformat(value)
+    if kind == "date" and isinstance(value, str):
+        return dt.date.fromisoformat(value)
+    if kind == "string" and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _array(spec: ColumnSpec, values: list[Any]) -> pa.Array:
+    typ = _arrow_type(spec)
+    try:
+        return pa.array(values, type=typ)
+    except (pa.ArrowTypeError, pa.ArrowInvalid, TypeError):
+        # Only unvalidated input lands here; a value that still does not fit raises.
+        return pa.array([_coerce(spec, v) for v in values], type=typ)
+
+
+def _as_model(item: Any, model: type[BaseModel]) -> BaseModel:
+    # Items of an unvalidated record may be plain dicts; keep their values as they came.
+    return item if isinstance(item, BaseModel) else model.model_construct(**item)
+
+
+# ---------- results ----------
+@dataclass
+class WriteStats:
+    """What one resource write did; filled in when the transaction commits."""
+
+    resource: str
+    pages: int = 0
+    rows_staged: int = 0  # parent records received, duplicates included
+    distinct_ids: int = 0
+    inserted: int = 0  # ids new to the table
+    updated: int = 0  # ids that replaced an existing row (and all its children)
+    child_rows: dict[str, int] = field(default_factory=dict)  # table -> rows inserted
+    rejected: int = 0  # records quarantined in finance._rejected
+    committed: bool = False
+
+
+@dataclass(frozen=True)
+class ResourceSummary:
+    """Row counts of a resource's tables; ``rows`` is None when never materialized."""
+
+    table: str
+    rows: int | None
+    child_rows: dict[str, int | None]
+
+
+# ---------- writer ----------
+def _stage_name(endpoint: Endpoint, child: str | None = None) -> str:
+    return f"_stage__{endpoint.name}" + (f"__{child}" if child else "")
+
+
+class Writer:
+    """Stages pages of one resource inside the open transaction; see ``Warehouse.writer``."""
+
+    def __init__(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        endpoint: Endpoint,
+        flush_rows: int = 50_000,
+        catalog: str | None = None,
+    ) -> None:
+        self._conn = conn
+        self._catalog = catalog or current_catalog(conn)
+        self._endpoint = endpoint
+        # Each INSERT from Arrow costs ~1 ms fixed, so small pages are buffered (bounded).
+        self._flush_rows = flush_rows
+        self._buffers: dict[str, list[pa.Table]] = {}
+        self._buffered: dict[str, int] = {}
+        self._parent = list(model_columns(endpoint.model))
+        self._children = {f: list(model_columns(m)) for f, m in endpoint.children.items()}
+        self._seq = 0
+        self.stats = WriteStats(endpoint.name)
+
+    @property
+    def rows_staged(self) -> int:
+        """Parent records received so far, duplicates included."""
+        return self.stats.rows_staged
+
+    @property
+    def distinct_ids(self) -> int:
+        return self.stats.distinct_ids
+
+    @property
+    def inserted(self) -> int:
+        return self.stats.inserted
+
+    @property
+    def updated(self) -> int:
+        return self.stats.updated
+
+    def _create_staging(self) -> None:
+        ep = self._endpoint
+        self._conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_stage_name(ep, '_rejected')} "
+            "(id VARCHAR, reason VARCHAR, raw VARCHAR)"
+        )
+        ddl = ", ".join(f"{q(s.name)} {s.sql_type}" for s in self._parent)
+        self._conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_stage_name(ep)} "
+            f"({_SEQ} BIGINT, {ddl}, {EXTRA_COLUMN} VARCHAR)"
+        )
+        for child, specs in self._children.items():
+            ddl = ", ".join(f"{q(s.name)} {s.sql_type}" for s in specs)
+            self._conn.execute(
+                f"CREATE OR REPLACE TEMP TABLE {_stage_name(ep, child)} "
+                f'({_SEQ} BIGINT, parent_id VARCHAR, "position" INTEGER, {ddl}, '
+                f"{EXTRA_COLUMN} VARCHAR)"
+            )
+
+    def _append(self, stage: str, columns: dict[str, pa.Array]) -> None:
+        page = pa.Table.from_pydict(columns)
+        self._buffers.setdefault(stage, []).append(page)
+        self._buffered[stage] = self._buffered.get(stage, 0) + page.num_rows
+        if self._buffered[stage] >= self._flush_rows:
+            self._flush(stage)
+
+    def _flush(self, stage: str) -> None:
+        """One bulk insert of the buffered pages: DuckDB scans the Arrow table."""
+        pages = self._buffers.pop(stage, [])
+        self._buffered.pop(stage, None)
+        if not pages:
+            return
+        data = pa.concat_tables(pages)
+        view = f"{stage}__page"
+        self._conn.register(view, data)
+        try:
+            cols = ", ".join(q(c) for c in data.column_names)
+            self._conn.execute(f"INSERT INTO {stage} ({cols}) SELECT {cols} FROM {view}")
+        finally:
+            self._conn.unregister(view)
+
+    def add(self, records: Sequence[BaseModel]) -> None:
+        """Stage one page of records (column-wise into Arrow, then one bulk insert)."""
+        if not records:
+            return
+        n = len(records)
+        seqs = pa.array(range(self._seq, self._seq + n), type=pa.int64())
+        ids = [getattr(r, "id", None) for r in records]
+        if any(i is None for i in ids):
+            raise ValueError(f"{self._endpoint.name}: a record without id cannot be merged")
+        columns: dict[str, pa.Array] = {_SEQ: seqs}
+        for spec in self._parent:
+            name = spec.name
+            values = ids if name == "id" else [getattr(r, name, None) for r in records]
+            columns[name] = _array(spec, values)
+        columns[EXTRA_COLUMN] = pa.array([extra_json(r) for r in records], type=pa.string())
+        # Build every Arrow table before staging any: a bad value leaves no half-staged page.
+        ready = [(_stage_name(self._endpoint), columns)]
+
+        for child, specs in self._children.items():
+            item_model = self._endpoint.children[child]
+            c_seq: list[int] = []
+            c_parent: list[str] = []
+            c_pos: list[int] = []
+            items: list[BaseModel] = []
+            for k, record in enumerate(records):
+                for pos, item in enumerate(getattr(record, child, None) or ()):
+                    c_seq.append(self._seq + k)
+                    c_parent.append(ids[k])
+                    c_pos.append(pos)
+                    items.append(_as_model(item, item_model))
+            if not items:
+                continue
+            ccols: dict[str, pa.Array] = {
+                _SEQ: pa.array(c_seq, type=pa.int64()),
+                "parent_id": pa.array(c_parent, type=pa.string()),
+                "position": pa.array(c_pos, type=pa.int32()),
+            }
+            for spec in specs:
+                ccols[spec.name] = _array(spec, [getattr(i, spec.name, None) for i in items])
+            ccols[EXTRA_COLUMN] = pa.array([extra_json(i) for i in items], type=pa.string())
+            ready.append((_stage_name(self._endpoint, child), ccols))
+
+        for stage, cols in ready:
+            self._append(stage, cols)
+        self._seq += n
+        self.stats.pages += 1
+        self.stats.rows_staged += n
+
+    def reject(self, records: Sequence[RejectedRecord]) -> None:
+        """Stage records the schema cannot hold for ``finance._rejected`` (same transaction)."""
+        if not records:
+            return
+        self._append(
+            _stage_name(self._endpoint, "_rejected"),
+            {
+                "id": pa.array([r.record_id for r in records], type=pa.string()),
+                "reason": pa.array([r.reason for r in records], type=pa.string()),
+                "raw": pa.array([_json(r.raw) for r in records], type=pa.string()),
+            },
+        )
+        self.stats.rejected += len(records)
+
+    def _merge_rejected(self, loaded_at: dt.datetime, winners: str) -> None:
+        """Quarantine rows of this resource: a newer rejection or a valid load supersedes one."""
+        stage = _stage_name(self._endpoint, "_rejected")
+        conn, name = self._conn, self._endpoint.name
+        quarantine = in_catalog(self._catalog, REJECTED_TABLE)
+        conn.execute(
+            f"DELETE FROM {quarantine} WHERE resource = ? AND (id IN (SELECT id FROM {winners})"
+            f" OR id IN (SELECT id FROM {stage})"
+            f" OR (id IS NULL AND raw::VARCHAR IN (SELECT raw FROM {stage} WHERE id IS NULL)))",
+            [name],
+        )
+        conn.execute(
+            f"INSERT INTO {quarantine} SELECT ?, id, reason, raw, ?::TIMESTAMPTZ "
+            f"FROM {stage} "  # the last rejection per id (per payload when id-less) wins
+            "QUALIFY row_number() OVER (PARTITION BY coalesce(id, raw) ORDER BY rowid DESC) = 1",
+            [name, loaded_at.isoformat()],
+        )
+        conn.execute(f"DROP TABLE {stage}")
+
+    def _merge(self, loaded_at: dt.datetime) -> None:
+        """Set-wise upsert: winners per id, delete their old rows and children, insert."""
+        for stage in list(self._buffers):
+            self._flush(stage)
+        ep, conn = self._endpoint, self._conn
+        target = in_catalog(self._catalog, table_name(ep))
+        stage, win = _stage_name(ep), f"{_stage_name(ep)}__win"
+        conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE {win} AS "
+            f"SELECT id, max({_SEQ}) AS {_SEQ} FROM {stage} GROUP BY id"
+        )
+        distinct, updated = conn.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE id IN (SELECT id FROM {target})) FROM {win}"
+        ).fetchone()  # type: ignore[misc]
+        self.stats.distinct_ids, self.stats.updated = int(distinct), int(updated)
+        self.stats.inserted = self.stats.distinct_ids - self.stats.updated
+
+        for child in self._children:
+            ctable, cstage = child_table_name(ep, child), _stage_name(ep, child)
+            cfq = in_catalog(self._catalog, ctable)
+            conn.execute(f"DELETE FROM {cfq} WHERE parent_id IN (SELECT id FROM {win})")
+            cols = _cols(child_column_specs(ep.children[child]))
+            (rows,) = conn.execute(  # DuckDB returns the inserted row count
+                f"INSERT INTO {cfq} ({cols}) SELECT {cols} FROM {cstage} "
+                f"WHERE {_SEQ} IN (SELECT {_SEQ} FROM {win})"
+            ).fetchone()  # type: ignore[misc]
+            self.stats.child_rows[ctable] = int(rows)
+            conn.execute(f"DROP TABLE {cstage}")
+
+        conn.execute(f"DELETE FROM {target} WHERE id IN (SELECT id FROM {win})")
+        cols = _cols([*self._parent])
+        conn.execute(
+            f"INSERT INTO {target} ({cols}, {EXTRA_COLUMN}, {LOADED_AT_COLUMN}) "
+            f"SELECT {cols}, {EXTRA_COLUMN}, ?::TIMESTAMPTZ FROM {stage} "
+            f"WHERE {_SEQ} IN (SELECT {_SEQ} FROM {win})",
+            [loaded_at.isoformat()],
+        )
+        self._merge_rejected(loaded_at, win)
+        conn.execute(f"DROP TABLE {stage}")
+        conn.execute(f"DROP TABLE {win}")
+
+
+# ---------- warehouse ----------
+class Warehouse:
+    """The ``finance`` schema in one DuckDB connection (the caller owns the connection)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self.conn = conn
+        self.catalog = current_catalog(conn)
+
+    def _fq(self, table: str) -> str:
+        return in_catalog(self.catalog, table)
+
+    def ensure_tables(self, endpoint: Endpoint) -> None:
+        """Create the schema, the parent table and its child tables if missing (idempotent)."""
+        self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {in_catalog(self.catalog, SCHEMA)}")
+        tables = {table_name(endpoint): column_specs(endpoint.model)}
+        for child, item_model in endpoint.children.items():
+            tables[child_table_name(endpoint, child)] = child_column_specs(item_model)
+        for table, specs in tables.items():
+            ddl = ", ".join(f"{q(s.name)} {s.sql_type}" for s in specs)
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {self._fq(table)} ({ddl})")
+        ddl = ", ".join(f"{q(c)} {t}" for c, t in _REJECTED_COLUMNS)
+        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {self._fq(REJECTED_TABLE)} ({ddl})")
+        self._verify_columns(tables)
+
+    def _verify_columns(self, tables: dict[str, list[ColumnSpec]]) -> None:
+        # No schema evolution yet: fail loudly, before loading, if a table drifted.
+        for table, specs in tables.items():
+            schema, name = table.split(".")
+            rows = self.conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE "
+                "table_catalog = ? AND table_schema = ? AND table_name = ? "
+                "ORDER BY ordinal_position",
+                [self.catalog, schema, name],
+            ).fetchall()
+            expected = [(s.name, _INFO_SCHEMA_TYPE.get(s.sql_type, s.sql_type)) for s in specs]
+            if rows != expected:
+                raise RuntimeError(
+                    f"{table} does not match the model (schema evolution is not supported): "
+                    f"expected {expected}, found {rows}"
+                )
+
+    @contextmanager
+    def writer(
+        self, endpoint: Endpoint, loaded_at: dt.datetime, flush_rows: int = 50_000
+    ) -> Iterator[Writer]:
+        """One transaction for one resource: stage pages with ``add``, merge and commit on exit.
+
+        On an exception nothing is written (tables exactly as before) and it re-raises.
+        ``flush_rows`` bounds the Arrow rows buffered in Python between staging inserts.
+        """
+        if loaded_at.tzinfo is None:
+            raise ValueError("loaded_at must be timezone-aware")
+        self.conn.begin()
+        try:
+            self.ensure_tables(endpoint)
+            w = Writer(self.conn, endpoint, flush_rows, self.catalog)
+            w._create_staging()
+            yield w
+            w._merge(loaded_at)
+            self.conn.commit()
+            w.stats.committed = True
+        except BaseException:
+            self.conn.rollback()
+            raise
+
+    def write(
+        self, endpoint: Endpoint, pages: Iterator[Sequence[BaseModel]], loaded_at: dt.datetime
+    ) -> WriteStats:
+        """Convenience: stage every page of an iterator in one transaction."""
+        with self.writer(endpoint, loaded_at) as w:
+            for page in pages:
+                w.add(page)
+        return w.stats
+
+    def existing_tables(self) -> set[str]:
+        """Qualified names of the tables in the ``finance`` schema."""
+        rows = self.conn.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_catalog = ? AND table_schema = ?",
+            [self.catalog, SCHEMA],
+        ).fetchall()
+        return {f"{SCHEMA}.{r[0]}" for r in rows}
+
+    def row_count(self, endpoint: Endpoint) -> int:
+        """Rows in the parent table (0 when it does not exist)."""
+        if table_name(endpoint) not in self.existing_tables():
+            return 0
+        row = self.conn.execute(f"SELECT count(*) FROM {self._fq(table_name(endpoint))}").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def summary(self, endpoint: Endpoint) -> ResourceSummary:
+        """Row counts of the parent and child tables in one query (None for absent tables)."""
+        present = self.existing_tables()
+        names = [table_name(endpoint), *(child_table_name(endpoint, c) for c in endpoint.children)]
+        counted = [t for t in names if t in present]
+        counts: dict[str, int | None] = dict.fromkeys(names)
+        if counted:
+            row = self.conn.execute(
+                "SELECT " + ", ".join(f"(SELECT count(*) FROM {self._fq(t)})" for t in counted)
+            ).fetchone()
+            assert row is not None
+            counts.update(zip(counted, (int(v) for v in row), strict=True))
+        parent = names[0]
+        return ResourceSummary(parent, counts[parent], {t: counts[t] for t in names[1:]})
+
+
+def summary_rows(
+    conn: duckdb.DuckDBPyConnection, endpoints: Sequence[Endpoint]
+) -> list[tuple[str, int]]:
+    """(table, rows) for every parent and child table, then the quarantine; 0 when absent."""
+    wh = Warehouse(conn)
+    out: list[tuple[str, int]] = []
+    for endpoint in endpoints:
+        s = wh.summary(endpoint)
+        out.append((s.table, s.rows or 0))
+        out += [(t, n or 0) for t, n in s.child_rows.items()]
+    if REJECTED_TABLE in wh.existing_tables():
+        row = conn.execute(f"SELECT count(*) FROM {wh._fq(REJECTED_TABLE)}").fetchone()
+        assert row is not None
+        out.append((REJECTED_TABLE, int(row[0])))
+    return out
