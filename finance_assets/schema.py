@@ -45,6 +45,7 @@ class ColumnSpec:
     precision: int | None = None
     scale: int | None = None
     from_model: bool = True  # False for bookkeeping columns (_extra, parent_id, ...)
+    counts: str | None = None  # for ``_<array>_count``: the nested array it counts
 
 
 def _ident(name: str) -> str:
@@ -147,13 +148,29 @@ def _described(spec: ColumnSpec, field: FieldInfo) -> ColumnSpec:
     return ColumnSpec(**{**spec.__dict__, "description": f"{field.description} {spec.description}"})
 
 
+def _count_spec(name: str, field: FieldInfo) -> ColumnSpec:
+    """A nested array becomes a child table; the parent keeps its item count.
+
+    The count is NULL when the API sent ``null`` for the array, so the nullability
+    check sees a null array that would otherwise look like an empty one.
+    """
+    nullable = _unwrap(field.annotation)[1]
+    note = "nullable" if nullable else "never null"
+    return ColumnSpec(
+        f"_{name}_count", "INTEGER", nullable,
+        f"Items in `{name}` (rows in the child table); NULL when the API sent null ({note}).",
+        "int", counts=name,
+    )
+
+
 @cache
 def model_columns(model: type[BaseModel]) -> tuple[ColumnSpec, ...]:
-    """Scalar fields of a model in model order; list fields (child tables) are skipped."""
+    """Fields of a model in model order; a list field becomes its ``_<field>_count``."""
     return tuple(
-        _described(_spec(name, field), field)
+        _count_spec(name, field)
+        if _is_list(field.annotation)
+        else _described(_spec(name, field), field)
         for name, field in model.model_fields.items()
-        if not _is_list(field.annotation)
     )
 
 

@@ -284,7 +284,13 @@ class Writer:
         columns: dict[str, pa.Array] = {_SEQ: seqs}
         for spec in self._parent:
             name = spec.name
-            values = ids if name == "id" else [getattr(r, name, None) for r in records]
+            if name == "id":
+                values: list[Any] = ids
+            elif spec.counts:
+                arrays = (getattr(r, spec.counts, None) for r in records)
+                values = [None if a is None else len(a) for a in arrays]
+            else:
+                values = [getattr(r, name, None) for r in records]
             columns[name] = _array(spec, values)
         columns[EXTRA_COLUMN] = pa.array([extra_json(r) for r in records], type=pa.string())
         # Build every Arrow table before staging any: a bad value leaves no half-staged page.

@@ -192,7 +192,7 @@ def test_second_run_changes_nothing_then_updates_land(make_sandbox, tmp_path) ->
 
 
 def test_null_violations_fail_the_nullability_checks_and_load(make_sandbox, tmp_path) -> None:
-    sb = make_sandbox(scale=0.05, null_violations=2)
+    sb = make_sandbox(scale=0.05, null_violations=20)  # every non-nullable field, arrays too
     database = tmp_path / "w.duckdb"
     result = materialize(sb, database)
     assert len(result.get_asset_materialization_events()) == len(ENDPOINTS)
