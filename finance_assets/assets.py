@@ -133,13 +133,16 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
         with finance_api.client() as client, duckdb.get_connection() as conn:
             warehouse = Warehouse(conn)
             for endpoint in selected:
-                context.log.info(f"{endpoint.name}: reading GET {endpoint.path}")
                 try:
                     report = load_endpoint(client, warehouse, endpoint)
                 except Exception as exc:  # noqa: BLE001 - reported per endpoint below
                     failures.append(f"{endpoint.name}: {exc}")
                     context.log.error(f"{endpoint.name} failed and was left as it was: {exc}")
                     continue
+                context.log.info(
+                    f"{endpoint.name}: {report.records_fetched} records in {report.pages} pages, "
+                    f"{report.rejected} rejected, {report.retries} retries, {report.seconds:.2f}s"
+                )
                 yield _materialization(endpoint, report, warehouse.row_count(endpoint))
                 for result in checks.run_checks(conn, endpoint, asset_key(endpoint)):
                     if dg.AssetCheckKey(asset_key(endpoint), result.check_name) in wanted_checks:

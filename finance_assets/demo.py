@@ -10,6 +10,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -18,6 +19,9 @@ from finance_assets.definitions import DEFAULT_DUCKDB_PATH
 from finance_assets.endpoints import ENDPOINTS
 from finance_assets.sandbox import Sandbox, SandboxConfig
 from finance_assets.warehouse import summary_rows
+
+# INFO, not DEBUG: one line per endpoint and check instead of every step event.
+QUIET_RUN_CONFIG = "loggers:\n  console:\n    config:\n      log_level: INFO\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,11 +48,14 @@ def main(argv: list[str] | None = None) -> int:
             "FINANCE_API_CLIENT_SECRET": sb.client_secret,
             "FINANCE_API_REFRESH_TOKEN": sb.refresh_token,
         }
-        command = [
-            sys.executable, "-m", "dagster", "job", "execute",
-            "-m", "finance_assets.definitions", "-j", "finance_daily",
-        ]  # fmt: skip
-        status = subprocess.run(command, env=env, check=False).returncode
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as run_config:
+            run_config.write(QUIET_RUN_CONFIG)
+            run_config.flush()
+            command = [
+                sys.executable, "-m", "dagster", "job", "execute",
+                "-m", "finance_assets.definitions", "-j", "finance_daily", "-c", run_config.name,
+            ]  # fmt: skip
+            status = subprocess.run(command, env=env, check=False).returncode
 
     with duckdb.connect(args.database, read_only=True) as conn:
         rows = summary_rows(conn, ENDPOINTS)

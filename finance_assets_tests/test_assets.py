@@ -250,3 +250,53 @@ def test_a_failing_endpoint_names_itself_and_others_land(make_sandbox, tmp_path)
     assert "invoices" in failure.message and "404" in failure.message
     with duckdb.connect(str(database), read_only=True) as conn:
         assert conn.execute("select count(*) from finance.bills").fetchone()[0] > 0
+
+
+def _daily_job() -> dg.JobDefinition:
+    """The shipped job, rebuilt from the environment in the executor's child process."""
+    from finance_assets.definitions import build_defs
+
+    return build_defs().resolve_job_def("finance_daily")
+
+
+def test_daily_job_on_the_default_executor(make_sandbox, tmp_path, monkeypatch) -> None:
+    sb = make_sandbox(scale=0.05)
+    database = tmp_path / "w.duckdb"
+    env = {
+        "FINANCE_API_BASE_URL": sb.base_url,
+        "FINANCE_API_TOKEN_URL": sb.token_url,
+        "FINANCE_API_CLIENT_ID": sb.client_id,
+        "FINANCE_API_CLIENT_SECRET": sb.client_secret,
+        "FINANCE_API_REFRESH_TOKEN": sb.refresh_token,
+        "FINANCE_DUCKDB_PATH": str(database),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with dg.instance_for_test() as instance:
+        result = dg.execute_job(dg.reconstructable(_daily_job), instance=instance)
+        assert result.success
+        materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+        assert materialized == {asset_key(e) for e in ENDPOINTS}
+        checks = [
+            e.event_specific_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        ]
+        assert len(checks) == 2 * len(ENDPOINTS) and all(c.passed for c in checks)
+        assert result.dagster_run.run_config == {}  # the job needs no run config
+    assert sb.stats()["tokens_issued"] == 1
+    assert_warehouse_equals_sandbox(sb, database)
+
+
+def test_definitions_load_with_assets_checks_and_schedule() -> None:
+    from finance_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    assert {k.path[-1] for k in graph.get_all_asset_keys()} == {e.name for e in ENDPOINTS}
+    assert len(graph.asset_check_keys) == 2 * len(ENDPOINTS)
+    schedule = defs.resolve_schedule_def("finance_daily_schedule")
+    assert schedule.cron_schedule == "0 3 * * *" and schedule.job_name == "finance_daily"
+    for endpoint in ENDPOINTS:
+        spec = graph.get(asset_key(endpoint))
+        assert spec.group_name == "finance" and spec.kinds >= {"duckdb"}
+        assert spec.metadata["dagster/table_name"] == f"finance.{endpoint.name}"
