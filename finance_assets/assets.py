@@ -9,18 +9,27 @@ from landing, and the run then fails naming it.
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
+from pydantic import Field
 
 from finance_assets import checks
-from finance_assets.client import FinanceApiClient
+from finance_assets.client import FinanceApiClient, Page
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.resources import FinanceApiResource
 from finance_assets.validation import validate_page
-from finance_assets.warehouse import Warehouse, table_name
+from finance_assets.warehouse import (
+    HIGHEST_KEY,
+    LOWEST_KEY,
+    Warehouse,
+    WriteStats,
+    order_key,
+    table_name,
+)
 
 GROUP = "finance"
 
@@ -29,13 +38,31 @@ def asset_key(endpoint: Endpoint) -> dg.AssetKey:
     return dg.AssetKey(endpoint.name)
 
 
+class SyncConfig(dg.Config):
+    """Run config of the finance assets (set it in the launchpad or a job)."""
+
+    full_refresh: bool = Field(
+        default=False,
+        description="Read everything and soft-delete records gone from the API "
+        "(otherwise only records modified since each resource's cursor).",
+    )
+    cursor_margin_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="The next cursor is this much before the pass began (server clock), "
+        "to absorb clock skew; records in the margin are read again and upserted.",
+    )
+
+
 @dataclass(frozen=True)
 class LoadReport:
     """What loading one endpoint did, for the materialization's metadata."""
 
+    mode: str
+    cursor_used: datetime | None
+    cursor_new: datetime
     records_fetched: int
-    rows_written: int
-    rejected: int
+    stats: WriteStats
     pages: int
     requests: int
     retries: int
@@ -43,24 +70,80 @@ class LoadReport:
     seconds: float
 
 
-def load_endpoint(client: FinanceApiClient, warehouse: Warehouse, endpoint: Endpoint) -> LoadReport:
-    """Stream an endpoint's pages through validation into one warehouse transaction."""
+def _server_clock(page: Page, fallback: datetime) -> datetime:
+    """The response's ``Date`` (server clock), or our own clock if it has none."""
+    try:
+        return parsedate_to_datetime(page.server_date) if page.server_date else fallback
+    except (TypeError, ValueError):
+        return fallback
+
+
+def _api_time(instant: datetime) -> str:
+    """RFC 3339 in UTC, whole seconds rounded down (an earlier cursor is always safe)."""
+    return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seen_range(page: Page, records: list, is_last: bool) -> tuple[str, str] | None:
+    """The order-key range a page proves complete: it was a contiguous slice when served.
+
+    Page 1 reaches down to the start of the list and the last non-empty page up to its
+    end; an empty page 1 proves the list empty. An empty later page proves nothing
+    (a deletion may have shifted its first record onto a page already read).
+    """
+    keys = [order_key(r.created_time, r.id) for r in records if r.created_time is not None]
+    if not page.records:
+        return (LOWEST_KEY, HIGHEST_KEY) if page.number == 1 else None
+    if not keys:
+        return None
+    low = LOWEST_KEY if page.number == 1 else min(keys)
+    high = HIGHEST_KEY if is_last and not page.has_more else max(keys)
+    return low, high
+
+
+def load_endpoint(
+    client: FinanceApiClient,
+    warehouse: Warehouse,
+    endpoint: Endpoint,
+    config: SyncConfig | None = None,
+) -> LoadReport:
+    """Stream an endpoint's pages through validation into one warehouse transaction.
+
+    Incremental unless ``config.full_refresh`` or the resource has no cursor yet. The
+    new cursor is the server's clock at the first response less the margin: a record
+    changed during the pass has a later ``last_modified_time``, so it is never skipped.
+    """
+    config = config or SyncConfig()
     started = time.perf_counter()
     before = client.stats.snapshot()
-    fetched = rejected = 0
     loaded_at = datetime.now(timezone.utc)
-    with warehouse.writer(endpoint, loaded_at) as writer:
-        for page in client.iter_pages(endpoint.path, endpoint.data_selector):
+    state = warehouse.sync_state(endpoint)
+    cursor_used = None if config.full_refresh or state is None else state.cursor
+    full = cursor_used is None
+    since = _api_time(cursor_used) if cursor_used else None
+    fetched = 0
+    pass_began: datetime | None = None
+    with warehouse.writer(endpoint, loaded_at, full_refresh=full) as writer:
+        for page in client.iter_pages(endpoint.path, endpoint.data_selector, since):
+            if pass_began is None:
+                pass_began = _server_clock(page, loaded_at)
             valid, bad = validate_page(endpoint.model, page.records)
             fetched += len(page.records)
-            rejected += len(bad)
             writer.add(valid)
             writer.reject(bad)
+            if full:
+                is_last = not page.has_more or len(page.records) < client.per_page
+                seen = _seen_range(page, valid, is_last)
+                if seen:
+                    writer.seen_range(*seen)
+        cursor_new = (pass_began or loaded_at) - timedelta(seconds=config.cursor_margin_seconds)
+        writer.set_cursor(cursor_new)
     after = client.stats.snapshot()
     return LoadReport(
+        mode="full" if full else "incremental",
+        cursor_used=cursor_used,
+        cursor_new=cursor_new,
         records_fetched=fetched,
-        rows_written=writer.rows_staged,
-        rejected=rejected,
+        stats=writer.stats,
         pages=after["pages"] - before["pages"],
         requests=after["requests"] - before["requests"],
         retries=after["retries"] - before["retries"],
@@ -91,14 +174,24 @@ def _spec(endpoint: Endpoint) -> dg.AssetSpec:
 def _materialization(
     endpoint: Endpoint, report: LoadReport, row_count: int
 ) -> dg.MaterializeResult:
+    stats = report.stats
     return dg.MaterializeResult(
         asset_key=asset_key(endpoint),
         metadata={
             "dagster/row_count": dg.MetadataValue.int(row_count),
             "dagster/column_schema": checks.column_schema(endpoint),
             "dagster/table_name": table_name(endpoint),
+            "mode": dg.MetadataValue.text(report.mode),
+            "cursor_used": dg.MetadataValue.text(
+                report.cursor_used.isoformat() if report.cursor_used else "none (full read)"
+            ),
+            "cursor_new": dg.MetadataValue.text(report.cursor_new.isoformat()),
             "records_fetched": dg.MetadataValue.int(report.records_fetched),
-            "records_rejected": dg.MetadataValue.int(report.rejected),
+            "records_inserted": dg.MetadataValue.int(stats.inserted),
+            "records_changed": dg.MetadataValue.int(stats.updated),
+            "records_marked_deleted": dg.MetadataValue.int(stats.deleted),
+            "records_restored": dg.MetadataValue.int(stats.restored),
+            "records_rejected": dg.MetadataValue.int(stats.rejected),
             "pages": dg.MetadataValue.int(report.pages),
             "requests": dg.MetadataValue.int(report.requests),
             "retries": dg.MetadataValue.int(report.retries),
@@ -121,6 +214,7 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
     )
     def finance_api(
         context: dg.AssetExecutionContext,
+        config: SyncConfig,
         finance_api: FinanceApiResource,
         duckdb: DuckDBResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
@@ -134,14 +228,16 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
             warehouse = Warehouse(conn)
             for endpoint in selected:
                 try:
-                    report = load_endpoint(client, warehouse, endpoint)
+                    report = load_endpoint(client, warehouse, endpoint, config)
                 except Exception as exc:  # noqa: BLE001 - reported per endpoint below
                     failures.append(f"{endpoint.name}: {exc}")
                     context.log.error(f"{endpoint.name} failed and was left as it was: {exc}")
                     continue
                 context.log.info(
-                    f"{endpoint.name}: {report.records_fetched} records in {report.pages} pages, "
-                    f"{report.rejected} rejected, {report.retries} retries, {report.seconds:.2f}s"
+                    f"{endpoint.name} ({report.mode}): {report.records_fetched} records in "
+                    f"{report.pages} pages, {report.stats.inserted} new, {report.stats.updated} "
+                    f"changed, {report.stats.deleted} marked deleted, {report.stats.rejected} "
+                    f"rejected, {report.retries} retries, {report.seconds:.2f}s"
                 )
                 yield _materialization(endpoint, report, warehouse.row_count(endpoint))
                 for result in checks.run_checks(conn, endpoint, asset_key(endpoint)):

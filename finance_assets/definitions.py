@@ -1,4 +1,4 @@
-"""Dagster definitions: the sixteen assets, their checks, a job and its daily schedule."""
+"""Dagster definitions: the sixteen assets and their checks, two jobs and their schedules."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from finance_assets.assets import finance_assets
+from finance_assets.assets import SyncConfig, finance_assets
 from finance_assets.resources import api_resource_from_env
 
 DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
@@ -15,7 +15,16 @@ DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
 finance_job = dg.define_asset_job(
     name="finance_daily",
     selection=dg.AssetSelection.assets(finance_assets),
-    description="Materialize all sixteen finance assets and run their checks.",
+    description="Incremental: all sixteen assets read what changed since their cursors, "
+    "then run their checks. A resource without a cursor is read in full.",
+)
+
+full_refresh_job = dg.define_asset_job(
+    name="full_refresh",
+    selection=dg.AssetSelection.assets(finance_assets),
+    config=dg.RunConfig(ops={finance_assets.op.name: SyncConfig(full_refresh=True)}),
+    description="Read all sixteen resources in full and soft-delete (`_deleted_at`) records "
+    "that are gone from the API.",
 )
 
 daily_schedule = dg.ScheduleDefinition(
@@ -23,7 +32,15 @@ daily_schedule = dg.ScheduleDefinition(
     job=finance_job,
     cron_schedule="0 3 * * *",
     execution_timezone="UTC",
-    description="Every day at 03:00 UTC: all sixteen assets and their checks.",
+    description="Every day at 03:00 UTC: incremental sync of all sixteen assets and their checks.",
+)
+
+weekly_full_refresh_schedule = dg.ScheduleDefinition(
+    name="finance_weekly_full_refresh_schedule",
+    job=full_refresh_job,
+    cron_schedule="0 4 * * 0",
+    execution_timezone="UTC",
+    description="Sundays at 04:00 UTC: full refresh, which also detects deleted records.",
 )
 
 
@@ -32,8 +49,8 @@ def build_defs(duckdb_path: str | None = None) -> dg.Definitions:
     database = duckdb_path or os.getenv("FINANCE_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
     return dg.Definitions(
         assets=[finance_assets],
-        jobs=[finance_job],
-        schedules=[daily_schedule],
+        jobs=[finance_job, full_refresh_job],
+        schedules=[daily_schedule, weekly_full_refresh_schedule],
         resources={
             "finance_api": api_resource_from_env(),
             "duckdb": DuckDBResource(database=database),

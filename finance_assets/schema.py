@@ -24,6 +24,7 @@ from finance_assets.models import DecimalType
 SCHEMA = "finance"
 EXTRA_COLUMN = "_extra"
 LOADED_AT_COLUMN = "_loaded_at"
+DELETED_AT_COLUMN = "_deleted_at"
 PARENT_ID_COLUMN = "parent_id"
 POSITION_COLUMN = "position"
 
@@ -183,6 +184,11 @@ LOADED_AT_SPEC = ColumnSpec(
     LOADED_AT_COLUMN, "TIMESTAMPTZ", True, "When the run that wrote this row started.",
     "timestamp", from_model=False,
 )
+DELETED_AT_SPEC = ColumnSpec(
+    DELETED_AT_COLUMN, "TIMESTAMPTZ", True,
+    "When a full refresh found the record gone from the API (soft delete); NULL while it exists.",
+    "timestamp", from_model=False,
+)
 PARENT_ID_SPEC = ColumnSpec(
     PARENT_ID_COLUMN, "VARCHAR", True, "`id` of the parent record.", "string", from_model=False,
 )
@@ -193,8 +199,8 @@ POSITION_SPEC = ColumnSpec(
 
 
 def column_specs(model: type[BaseModel]) -> list[ColumnSpec]:
-    """All columns of a parent table: model fields, then ``_extra`` and ``_loaded_at``."""
-    return [*model_columns(model), EXTRA_SPEC, LOADED_AT_SPEC]
+    """All columns of a parent table: model fields, ``_extra``, ``_loaded_at``, ``_deleted_at``."""
+    return [*model_columns(model), EXTRA_SPEC, LOADED_AT_SPEC, DELETED_AT_SPEC]
 
 
 def child_column_specs(item_model: type[BaseModel]) -> list[ColumnSpec]:

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from finance_assets.endpoints import Endpoint
 from finance_assets.schema import (
+    DELETED_AT_COLUMN,
     EXTRA_COLUMN,
     LOADED_AT_COLUMN,
     SCHEMA,
@@ -40,6 +41,8 @@ from finance_assets.schema import (
 
 __all__ = [
     "REJECTED_TABLE",
+    "SYNC_STATE_TABLE",
+    "SyncState",
     "RejectedRecord",
     "ResourceSummary",
     "Warehouse",
@@ -48,6 +51,7 @@ __all__ = [
     "child_table_name",
     "column_specs",
     "extra_json",
+    "order_key",
     "summary_rows",
     "table_name",
 ]
@@ -61,6 +65,38 @@ _REJECTED_COLUMNS = (
     ("raw", "JSON"),
     (LOADED_AT_COLUMN, "TIMESTAMPTZ"),
 )
+
+
+SYNC_STATE_TABLE = f"{SCHEMA}._sync_state"
+# One row per resource: the incremental cursor, committed with the data it describes.
+_SYNC_STATE_COLUMNS = (
+    ("resource", "VARCHAR"),
+    ("cursor", "TIMESTAMPTZ"),
+    ("mode", "VARCHAR"),
+    ("synced_at", "TIMESTAMPTZ"),
+    ("last_full_refresh_at", "TIMESTAMPTZ"),
+)
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+LOWEST_KEY, HIGHEST_KEY = "", "~"  # below / above every order key (keys are digits)
+# SQL twin of ``order_key``: the API's list order, (created_time as an instant, numeric id).
+_ORDER_KEY_SQL = "lpad(epoch_us(created_time)::VARCHAR, 20, '0') || lpad(id, 40, '0')"
+
+
+def order_key(created_time: dt.datetime, record_id: str) -> str:
+    """A string that sorts as the API lists records: created_time instant, then numeric id."""
+    micros = (created_time - _EPOCH) // dt.timedelta(microseconds=1)
+    return f"{micros:020d}{record_id:0>40}"
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """A resource's committed sync bookkeeping."""
+
+    cursor: dt.datetime | None
+    mode: str
+    synced_at: dt.datetime
+    last_full_refresh_at: dt.datetime | None
 
 
 class RejectedRecord(Protocol):
@@ -175,6 +211,8 @@ class WriteStats:
     updated: int = 0  # ids that replaced an existing row (and all its children)
     child_rows: dict[str, int] = field(default_factory=dict)  # table -> rows inserted
     rejected: int = 0  # records quarantined in finance._rejected
+    deleted: int = 0  # rows a full refresh marked with _deleted_at
+    restored: int = 0  # rows marked deleted before that came back
     committed: bool = False
 
 
@@ -201,8 +239,12 @@ class Writer:
         endpoint: Endpoint,
         flush_rows: int = 50_000,
         catalog: str | None = None,
+        full_refresh: bool = False,
     ) -> None:
         self._conn = conn
+        self._full_refresh = full_refresh
+        self._ranges: list[tuple[str, str]] = []
+        self._cursor: dt.datetime | None = None
         self._catalog = catalog or current_catalog(conn)
         self._endpoint = endpoint
         # Each INSERT from Arrow costs ~1 ms fixed, so small pages are buffered (bounded).
@@ -326,6 +368,19 @@ class Writer:
         self.stats.pages += 1
         self.stats.rows_staged += n
 
+    def seen_range(self, low: str, high: str) -> None:
+        """Full refresh: the pass saw every record that existed with ``low <= order key <= high``.
+
+        The caller derives ranges from pages (a page is a contiguous slice of the list
+        when served); a record missing inside one is deleted, one between ranges may
+        only have been skipped by a shift and is left alone.
+        """
+        self._ranges.append((low, high))
+
+    def set_cursor(self, cursor: dt.datetime | None) -> None:
+        """The cursor to commit with this write (the next incremental read starts there)."""
+        self._cursor = cursor
+
     def reject(self, records: Sequence[RejectedRecord]) -> None:
         """Stage records the schema cannot hold for ``finance._rejected`` (same transaction)."""
         if not records:
@@ -388,6 +443,11 @@ class Writer:
             self.stats.child_rows[ctable] = int(rows)
             conn.execute(f"DROP TABLE {cstage}")
 
+        (restored,) = conn.execute(
+            f"SELECT count(*) FROM {target} WHERE {DELETED_AT_COLUMN} IS NOT NULL "
+            f"AND id IN (SELECT id FROM {win})"
+        ).fetchone()  # type: ignore[misc]
+        self.stats.restored = int(restored)
         conn.execute(f"DELETE FROM {target} WHERE id IN (SELECT id FROM {win})")
         cols = _cols([*self._parent])
         conn.execute(
@@ -396,9 +456,44 @@ class Writer:
             f"WHERE {_SEQ} IN (SELECT {_SEQ} FROM {win})",
             [loaded_at.isoformat()],
         )
+        if self._full_refresh:
+            self._mark_deleted(target, win, loaded_at)
         self._merge_rejected(loaded_at, win)
+        self._save_state(loaded_at)
         conn.execute(f"DROP TABLE {stage}")
         conn.execute(f"DROP TABLE {win}")
+
+    def _mark_deleted(self, target: str, win: str, loaded_at: dt.datetime) -> None:
+        """Soft-delete live rows the pass proved gone: missing inside a seen key range."""
+        ranges = f"{_stage_name(self._endpoint)}__ranges"
+        rejected = _stage_name(self._endpoint, "_rejected")
+        self._conn.execute(f"CREATE OR REPLACE TEMP TABLE {ranges} (low VARCHAR, high VARCHAR)")
+        if self._ranges:
+            self._conn.executemany(f"INSERT INTO {ranges} VALUES (?, ?)", self._ranges)
+        (deleted,) = self._conn.execute(
+            f"UPDATE {target} SET {DELETED_AT_COLUMN} = ?::TIMESTAMPTZ "
+            f"WHERE {DELETED_AT_COLUMN} IS NULL AND id NOT IN (SELECT id FROM {win}) "
+            f"AND id NOT IN (SELECT id FROM {rejected} WHERE id IS NOT NULL) "  # exists, invalid
+            f"AND EXISTS (SELECT 1 FROM {ranges} r "
+            f"WHERE {_ORDER_KEY_SQL} BETWEEN r.low AND r.high)",
+            [loaded_at.isoformat()],
+        ).fetchone()  # type: ignore[misc]
+        self.stats.deleted = int(deleted)
+        self._conn.execute(f"DROP TABLE {ranges}")
+
+    def _save_state(self, loaded_at: dt.datetime) -> None:
+        """Replace the resource's bookkeeping row (same transaction as the data)."""
+        state, name = in_catalog(self._catalog, SYNC_STATE_TABLE), self._endpoint.name
+        previous = self._conn.execute(
+            f"SELECT last_full_refresh_at FROM {state} WHERE resource = ?", [name]
+        ).fetchone()
+        last_full = loaded_at if self._full_refresh else (previous[0] if previous else None)
+        mode = "full" if self._full_refresh else "incremental"
+        self._conn.execute(f"DELETE FROM {state} WHERE resource = ?", [name])
+        self._conn.execute(
+            f"INSERT INTO {state} VALUES (?, ?, ?, ?, ?)",
+            [name, self._cursor, mode, loaded_at, last_full],
+        )
 
 
 # ---------- warehouse ----------
@@ -421,8 +516,10 @@ class Warehouse:
         for table, specs in tables.items():
             ddl = ", ".join(f"{q(s.name)} {s.sql_type}" for s in specs)
             self.conn.execute(f"CREATE TABLE IF NOT EXISTS {self._fq(table)} ({ddl})")
-        ddl = ", ".join(f"{q(c)} {t}" for c, t in _REJECTED_COLUMNS)
-        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {self._fq(REJECTED_TABLE)} ({ddl})")
+        bookkeeping = ((REJECTED_TABLE, _REJECTED_COLUMNS), (SYNC_STATE_TABLE, _SYNC_STATE_COLUMNS))
+        for table, columns in bookkeeping:
+            ddl = ", ".join(f"{q(c)} {t}" for c, t in columns)
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {self._fq(table)} ({ddl})")
         self._verify_columns(tables)
 
     def _verify_columns(self, tables: dict[str, list[ColumnSpec]]) -> None:
@@ -444,7 +541,11 @@ class Warehouse:
 
     @contextmanager
     def writer(
-        self, endpoint: Endpoint, loaded_at: dt.datetime, flush_rows: int = 50_000
+        self,
+        endpoint: Endpoint,
+        loaded_at: dt.datetime,
+        flush_rows: int = 50_000,
+        full_refresh: bool = False,
     ) -> Iterator[Writer]:
         """One transaction for one resource: stage pages with ``add``, merge and commit on exit.
 
@@ -456,7 +557,7 @@ class Warehouse:
         self.conn.begin()
         try:
             self.ensure_tables(endpoint)
-            w = Writer(self.conn, endpoint, flush_rows, self.catalog)
+            w = Writer(self.conn, endpoint, flush_rows, self.catalog, full_refresh)
             w._create_staging()
             yield w
             w._merge(loaded_at)
@@ -474,6 +575,17 @@ class Warehouse:
             for page in pages:
                 w.add(page)
         return w.stats
+
+    def sync_state(self, endpoint: Endpoint) -> SyncState | None:
+        """The resource's committed cursor and mode; None before its first sync."""
+        if SYNC_STATE_TABLE not in self.existing_tables():
+            return None
+        row = self.conn.execute(
+            "SELECT cursor, mode, synced_at, last_full_refresh_at "
+            f"FROM {self._fq(SYNC_STATE_TABLE)} WHERE resource = ?",
+            [endpoint.name],
+        ).fetchone()
+        return SyncState(*row) if row else None
 
     def existing_tables(self) -> set[str]:
         """Qualified names of the tables in the ``finance`` schema."""

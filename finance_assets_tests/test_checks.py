@@ -14,6 +14,7 @@ from finance_assets import models as m
 from finance_assets.checks import (
     NULLABILITY,
     PRIMARY_KEY,
+    QUARANTINE,
     check_specs,
     column_schema,
     run_checks,
@@ -36,7 +37,7 @@ def conn(tmp_path: Any) -> typing.Iterator[duckdb.DuckDBPyConnection]:
 
 def results(conn: duckdb.DuckDBPyConnection, endpoint: Endpoint = INVOICES) -> dict[str, Any]:
     out = run_checks(conn, endpoint, ["finance", endpoint.name])
-    assert [r.check_name for r in out] == [NULLABILITY, PRIMARY_KEY]
+    assert [r.check_name for r in out] == [NULLABILITY, PRIMARY_KEY, QUARANTINE]
     return {r.check_name: r for r in out}
 
 
@@ -48,7 +49,7 @@ def meta(result: dg.AssetCheckResult, name: str) -> Any:
 def test_column_schema_and_specs() -> None:
     schema = column_schema(INVOICES)
     cols = {c.name: c for c in schema.columns}
-    assert list(cols)[-2:] == ["_extra", "_loaded_at"]
+    assert list(cols)[-3:] == ["_extra", "_loaded_at", "_deleted_at"]
     assert "line_items" not in cols
     assert cols["total"].type == "DECIMAL(18,2)"
     assert cols["total"].constraints.nullable is False
@@ -57,7 +58,9 @@ def test_column_schema_and_specs() -> None:
     assert cols["created_time"].type == "TIMESTAMPTZ"
     assert all(c.description for c in schema.columns)
     specs = check_specs(INVOICES, KEY)
-    assert [(s.name, s.asset_key) for s in specs] == [(NULLABILITY, KEY), (PRIMARY_KEY, KEY)]
+    assert [(s.name, s.asset_key) for s in specs] == [
+        (NULLABILITY, KEY), (PRIMARY_KEY, KEY), (QUARANTINE, KEY)
+    ]
     assert all(s.description for s in specs)
 
 

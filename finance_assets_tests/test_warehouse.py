@@ -132,7 +132,11 @@ def test_ddl_matches_model_for_every_endpoint(conn, endpoint: Endpoint) -> None:
 
     parent = expected(column_specs(endpoint.model))
     assert described(table_name(endpoint)) == parent
-    assert parent[-2:] == [("_extra", "JSON", "YES"), ("_loaded_at", tstz, "YES")]
+    assert parent[-3:] == [
+        ("_extra", "JSON", "YES"),
+        ("_loaded_at", tstz, "YES"),
+        ("_deleted_at", tstz, "YES"),
+    ]
     for field, item in endpoint.children.items():
         got = described(child_table_name(endpoint, field))
         assert got[:2] == [("parent_id", "VARCHAR", "YES"), ("position", "INTEGER", "YES")]
@@ -151,7 +155,7 @@ def test_ddl_type_mapping_spot_checks(conn) -> None:
             "WHERE table_schema = 'finance'"
         ).fetchall()
     }
-    assert len({t for t, _ in types}) == 16 + 8 + 1  # 8 nested arrays, the quarantine
+    assert len({t for t, _ in types}) == 16 + 8 + 2  # 8 nested arrays, quarantine, sync state
     assert types["invoices", "total"] == "DECIMAL(18,2)"
     assert types["invoices", "exchange_rate"] == "DECIMAL(18,6)"
     assert types["invoices", "created_time"] == "TIMESTAMP WITH TIME ZONE"
@@ -174,7 +178,7 @@ def test_round_trip_every_endpoint(conn, endpoint: Endpoint) -> None:
     records = [make(endpoint.model) for _ in range(3)]
     stats = write(conn, endpoint, records[:2], records[2:])
     assert (stats.rows_staged, stats.distinct_ids, stats.inserted, stats.updated) == (3, 3, 3, 0)
-    specs = column_specs(endpoint.model)[:-2]
+    specs = [s for s in column_specs(endpoint.model) if s.from_model]
     select = ", ".join(f'"{s.name}"' for s in specs)
     rows = conn.execute(f"SELECT {select} FROM {table_name(endpoint)} ORDER BY id").fetchall()
     for rec, row in zip(records, rows, strict=True):
