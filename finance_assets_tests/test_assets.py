@@ -34,16 +34,26 @@ def api_for(sb: Sandbox, **kwargs) -> FinanceApiResource:
 
 
 def materialize(
-    sb: Sandbox, database: Path, selection: list[str] | None = None
+    sb: Sandbox,
+    database: Path,
+    selection: list[str] | None = None,
+    full_refresh: bool = False,
+    margin: float | None = None,
+    **api_settings,
 ) -> dg.ExecuteInProcessResult:
+    """One real materialization; ``full_refresh``/``margin`` are the run config."""
+    config: dict = {"full_refresh": full_refresh}
+    if margin is not None:
+        config["cursor_margin_seconds"] = margin
     with dg.instance_for_test() as instance:
         return dg.materialize(
             [build_finance_assets()],
             selection=selection,
             resources={
-                "finance_api": api_for(sb),
+                "finance_api": api_for(sb, **api_settings),
                 "duckdb": DuckDBResource(database=str(database)),
             },
+            run_config={"ops": {"finance_api": {"config": config}}},
             instance=instance,
             raise_on_error=False,
         )
@@ -80,26 +90,38 @@ def expected_rows(sb: Sandbox, endpoint: Endpoint, field: str | None) -> list[di
     return [dict(item, parent_id=r["id"]) for r in records for item in (r[field] or [])]
 
 
+def live_rows(endpoint: Endpoint, table: str, field: str | None) -> str:
+    """SQL for the rows of records that still exist (soft-deleted ones stay in the table)."""
+    parent = f"finance.{endpoint.name}"
+    if field is None:
+        return f"(select * from {parent} where _deleted_at is null)"
+    return (
+        f"(select * from {table} where parent_id in "
+        f"(select id from {parent} where _deleted_at is null))"
+    )
+
+
 def assert_warehouse_equals_sandbox(sb: Sandbox, database: Path) -> None:
+    """Live rows equal the sandbox's data: counts, ids, exact money sums, null counts."""
     with duckdb.connect(str(database), read_only=True) as conn:
         for endpoint in ENDPOINTS:
             for table, model, field in tables_of(endpoint):
                 rows = expected_rows(sb, endpoint, field)
-                got = conn.execute(f"select count(*) from {table}").fetchone()[0]
+                live = live_rows(endpoint, table, field)
+                got = conn.execute(f"select count(*) from {live}").fetchone()[0]
                 assert got == len(rows), table
                 for column in decimal_fields(model):
                     want = sum((r[column] for r in rows if r[column] is not None), Decimal(0))
-                    total = conn.execute(
-                        f"select coalesce(sum({column}), 0) from {table}"
-                    ).fetchone()
-                    assert Decimal(total[0]) == want, f"{table}.{column}"
+                    total = conn.execute(f"select coalesce(sum({column}), 0) from {live}")
+                    assert Decimal(total.fetchone()[0]) == want, f"{table}.{column}"
                 for column in model.model_fields:
                     if column in endpoint.children:
                         continue
                     want_nulls = sum(1 for r in rows if r.get(column) is None)
-                    nulls = conn.execute(f"select count(*) from {table} where {column} is null")
+                    nulls = conn.execute(f"select count(*) from {live} where {column} is null")
                     assert nulls.fetchone()[0] == want_nulls, f"{table}.{column} nulls"
-            ids = {r[0] for r in conn.execute(f"select id from finance.{endpoint.name}").fetchall()}
+            live = live_rows(endpoint, "", None)
+            ids = {r[0] for r in conn.execute(f"select id from {live}").fetchall()}
             assert ids == {r["id"] for r in sb.records(endpoint.name)}, endpoint.name
 
 
