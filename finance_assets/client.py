@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from finance_assets.ratelimit import RateLimiter
+
 # httpx logs every request URL at INFO; keep that noise (and anything token-shaped) out of run logs.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
@@ -126,13 +128,26 @@ class RetryingTransport:
         return step * self.rng.uniform(0.5, 1.0)
 
     def send(
-        self, what: str, do: Callable[[], httpx.Response], counter: str = "requests"
+        self,
+        what: str,
+        do: Callable[[], httpx.Response],
+        counter: str = "requests",
+        limiter: RateLimiter | None = None,
+        observe: bool = False,
     ) -> httpx.Response:
-        """Call ``do`` until it yields a non-retryable response or the bounds are hit."""
+        """Call ``do`` until it yields a non-retryable response or the bounds are hit.
+
+        With a ``limiter`` each attempt waits for its turn and holds an in-flight
+        slot while it runs (never while backing off); ``observe`` feeds it the
+        response's rate-limit headers. Token requests pass no limiter (the contract
+        does not count them).
+        """
         started = self.clock()
         attempt = 0
         while True:
             attempt += 1
+            if limiter is not None:
+                limiter.acquire()
             self.stats.add(**{counter: 1})
             try:
                 response = do()
@@ -141,6 +156,12 @@ class RetryingTransport:
             except httpx.TransportError as exc:
                 problem, wait, response = f"connection failed ({type(exc).__name__})", None, None
             else:
+                if limiter is not None and observe:
+                    limiter.observe(response.headers)
+            finally:
+                if limiter is not None:
+                    limiter.release()
+            if response is not None:
                 if response.status_code not in RETRY_STATUSES:
                     return response
                 problem, wait = f"HTTP {response.status_code}", None
@@ -162,7 +183,10 @@ class RetryingTransport:
                     f"{problem}; the API is failing or unreachable, check its status and the URL."
                 )
             self.stats.add(retries=1)
-            self.sleep(wait)
+            if limiter is not None and response is not None and response.status_code == 429:
+                limiter.on_429(wait, sit_out=True)  # this thread sleeps; the others are held
+            else:
+                self.sleep(wait)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -294,7 +318,14 @@ class FinanceApiClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        rate_limit_per_minute: int | None = None,
+        max_in_flight: int = 8,
+        pace_by_headers: bool = False,
     ) -> None:
+        """``rate_limit_per_minute`` caps requests in any 60 s; ``max_in_flight`` caps
+        concurrent requests of threads sharing this client; ``pace_by_headers`` spreads
+        the budget the API advertises (X-Rate-Limit-*) so a truthful API never says 429.
+        """
         check_transport(base_url, "FINANCE_API_BASE_URL")
         check_transport(token_url, "FINANCE_API_TOKEN_URL")
         if not 1 <= per_page <= 200:
@@ -304,6 +335,10 @@ class FinanceApiClient:
         self.max_pages = max_pages
         self.stats = ClientStats()
         self.transport = RetryingTransport(retry or RetryPolicy(), self.stats, sleep, clock)
+        self.pace_by_headers = pace_by_headers
+        self.limiter = RateLimiter(
+            rate_limit_per_minute, max_in_flight, clock=clock, sleep=sleep
+        )
         timeouts = httpx.Timeout(timeout, connect=connect_timeout)
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
         self._http = httpx.Client(timeout=timeouts, limits=limits, follow_redirects=False)
@@ -330,7 +365,10 @@ class FinanceApiClient:
         url = self.base_url + path
         what = f"GET {path} page {page}"
         response = self.transport.send(
-            what, lambda: self._http.get(url, params=params, auth=self.auth)
+            what,
+            lambda: self._http.get(url, params=params, auth=self.auth),
+            limiter=self.limiter,
+            observe=self.pace_by_headers,
         )
         body = _decode(response, what)
         records = body.get(selector)
@@ -386,5 +424,8 @@ def _decode(response: httpx.Response, what: str) -> dict[str, Any]:
             f"{what}: the response body is not a JSON object; check FINANCE_API_BASE_URL."
         )
     if code != 0:
-        raise FinanceApiError(f"{what}: the API answered with error{detail}.")
+        raise FinanceApiError(
+            f"{what}: the API answered with error{detail}; check that message, the API's "
+            "status and that the client may read this resource."
+        )
     return body
