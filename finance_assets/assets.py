@@ -1,13 +1,15 @@
 """One factory over ENDPOINTS: sixteen subsettable assets in one multi-asset.
 
 One op serves every selected endpoint so a run mints one access token (providers
-cap token mints) and DuckDB sees one writer. Each endpoint is fetched, validated
-and merged in its own transaction; one failing endpoint does not keep the others
-from landing, and the run then fails naming it.
+cap token mints) and one process writes the DuckDB file. Endpoints are fetched
+concurrently (bounded), each validated and merged in its own transaction; one
+failing endpoint does not keep the others from landing, and the run then fails
+naming it.
 """
 
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -18,7 +20,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from finance_assets import checks
-from finance_assets.client import FinanceApiClient, Page
+from finance_assets.client import ClientStats, FinanceApiClient, Page
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.resources import FinanceApiResource
 from finance_assets.validation import validate_page
@@ -45,6 +47,13 @@ class SyncConfig(dg.Config):
         default=False,
         description="Read everything and soft-delete records gone from the API "
         "(otherwise only records modified since each resource's cursor).",
+    )
+    parallel_endpoints: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Endpoints fetched at once, each in its own DuckDB transaction; the API "
+        "client's rate limit and in-flight bound hold across all of them.",
     )
     cursor_margin_seconds: float = Field(
         default=300.0,
@@ -114,7 +123,7 @@ def load_endpoint(
     """
     config = config or SyncConfig()
     started = time.perf_counter()
-    before = client.stats.snapshot()
+    calls = ClientStats()  # this endpoint's requests, while others share the client
     loaded_at = datetime.now(timezone.utc)
     state = warehouse.sync_state(endpoint)
     cursor_used = None if config.full_refresh or state is None else state.cursor
@@ -123,7 +132,7 @@ def load_endpoint(
     fetched = 0
     pass_began: datetime | None = None
     with warehouse.writer(endpoint, loaded_at, full_refresh=full) as writer:
-        for page in client.iter_pages(endpoint.path, endpoint.data_selector, since):
+        for page in client.iter_pages(endpoint.path, endpoint.data_selector, since, calls):
             if pass_began is None:
                 pass_began = _server_clock(page, loaded_at)
             valid, bad = validate_page(endpoint.model, page.records)
@@ -137,17 +146,17 @@ def load_endpoint(
                     writer.seen_range(*seen)
         cursor_new = (pass_began or loaded_at) - timedelta(seconds=config.cursor_margin_seconds)
         writer.set_cursor(cursor_new)
-    after = client.stats.snapshot()
+    counts = calls.snapshot()
     return LoadReport(
         mode="full" if full else "incremental",
         cursor_used=cursor_used,
         cursor_new=cursor_new,
         records_fetched=fetched,
         stats=writer.stats,
-        pages=after["pages"] - before["pages"],
-        requests=after["requests"] - before["requests"],
-        retries=after["retries"] - before["retries"],
-        rate_limited=after["rate_limited"] - before["rate_limited"],
+        pages=counts["pages"],
+        requests=counts["requests"],
+        retries=counts["retries"],
+        rate_limited=counts["rate_limited"],
         seconds=time.perf_counter() - started,
     )
 
@@ -226,23 +235,36 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         with finance_api.client() as client, duckdb.get_connection() as conn:
             warehouse = Warehouse(conn)
-            for endpoint in selected:
-                try:
-                    report = load_endpoint(client, warehouse, endpoint, config)
-                except Exception as exc:  # noqa: BLE001 - reported per endpoint below
-                    failures.append(f"{endpoint.name}: {exc}")
-                    context.log.error(f"{endpoint.name} failed and was left as it was: {exc}")
-                    continue
-                context.log.info(
-                    f"{endpoint.name} ({report.mode}): {report.records_fetched} records in "
-                    f"{report.pages} pages, {report.stats.inserted} new, {report.stats.updated} "
-                    f"changed, {report.stats.deleted} marked deleted, {report.stats.rejected} "
-                    f"rejected, {report.retries} retries, {report.seconds:.2f}s"
-                )
-                yield _materialization(endpoint, report, warehouse.row_count(endpoint))
-                for result in checks.run_checks(conn, endpoint, asset_key(endpoint)):
-                    if dg.AssetCheckKey(asset_key(endpoint), result.check_name) in wanted_checks:
-                        yield result
+            for endpoint in selected:  # DDL up front: concurrent CREATEs would conflict
+                warehouse.ensure_tables(endpoint)
+
+            def load(endpoint: Endpoint) -> LoadReport:
+                with conn.cursor() as own:  # a connection of its own: its own transaction
+                    return load_endpoint(client, Warehouse(own), endpoint, config)
+
+            workers = min(config.parallel_endpoints, len(selected)) or 1
+            with ThreadPoolExecutor(workers, thread_name_prefix="finance-endpoint") as pool:
+                futures = {pool.submit(load, endpoint): endpoint for endpoint in selected}
+                for future in as_completed(futures):
+                    endpoint = futures[future]
+                    try:
+                        report = future.result()
+                    except Exception as exc:  # noqa: BLE001 - reported per endpoint below
+                        failures.append(f"{endpoint.name}: {exc}")
+                        context.log.error(f"{endpoint.name} failed and was left as it was: {exc}")
+                        continue
+                    context.log.info(
+                        f"{endpoint.name} ({report.mode}): {report.records_fetched} records in "
+                        f"{report.pages} pages, {report.stats.inserted} new, "
+                        f"{report.stats.updated} changed, {report.stats.deleted} marked deleted, "
+                        f"{report.stats.rejected} rejected, {report.retries} retries, "
+                        f"{report.seconds:.2f}s"
+                    )
+                    yield _materialization(endpoint, report, warehouse.row_count(endpoint))
+                    key = asset_key(endpoint)
+                    for result in checks.run_checks(conn, endpoint, key):
+                        if dg.AssetCheckKey(key, result.check_name) in wanted_checks:
+                            yield result
         if failures:
             raise dg.Failure(
                 description=f"{len(failures)} of {len(selected)} endpoints failed; their tables "

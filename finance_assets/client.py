@@ -134,6 +134,7 @@ class RetryingTransport:
         counter: str = "requests",
         limiter: RateLimiter | None = None,
         observe: bool = False,
+        stats: ClientStats | None = None,
     ) -> httpx.Response:
         """Call ``do`` until it yields a non-retryable response or the bounds are hit.
 
@@ -142,13 +143,19 @@ class RetryingTransport:
         response's rate-limit headers. Token requests pass no limiter (the contract
         does not count them).
         """
+        sinks = (self.stats,) if stats is None else (self.stats, stats)
+
+        def count(name: str) -> None:
+            for sink in sinks:
+                sink.add(**{name: 1})
+
         started = self.clock()
         attempt = 0
         while True:
             attempt += 1
             if limiter is not None:
                 limiter.acquire()
-            self.stats.add(**{counter: 1})
+            count(counter)
             try:
                 response = do()
             except httpx.TimeoutException as exc:
@@ -166,7 +173,7 @@ class RetryingTransport:
                     return response
                 problem, wait = f"HTTP {response.status_code}", None
                 if response.status_code == 429:
-                    self.stats.add(rate_limited=1)
+                    count("rate_limited")
                     wait = _retry_after(response)
                     if wait is not None and wait > self.policy.max_retry_after:
                         raise FinanceApiError(
@@ -182,7 +189,7 @@ class RetryingTransport:
                     f"{what}: gave up after {attempt} attempts in {elapsed:.0f}s, last error "
                     f"{problem}; the API is failing or unreachable, check its status and the URL."
                 )
-            self.stats.add(retries=1)
+            count("retries")
             if limiter is not None and response is not None and response.status_code == 429:
                 limiter.on_429(wait, sit_out=True)  # this thread sleeps; the others are held
             else:
@@ -356,9 +363,18 @@ class FinanceApiClient:
         self._http.close()
 
     def get_page(
-        self, path: str, selector: str, page: int, modified_since: str | None = None
+        self,
+        path: str,
+        selector: str,
+        page: int,
+        modified_since: str | None = None,
+        stats: ClientStats | None = None,
     ) -> Page:
-        """GET one page and return its records, decoded with exact decimals."""
+        """GET one page and return its records, decoded with exact decimals.
+
+        ``stats``, when given, counts this call too (per-endpoint figures while
+        several endpoints share the client).
+        """
         params: dict[str, Any] = {"page": page, "per_page": self.per_page}
         if modified_since is not None:
             params["modified_since"] = modified_since
@@ -369,6 +385,7 @@ class FinanceApiClient:
             lambda: self._http.get(url, params=params, auth=self.auth),
             limiter=self.limiter,
             observe=self.pace_by_headers,
+            stats=stats,
         )
         body = _decode(response, what)
         records = body.get(selector)
@@ -379,11 +396,16 @@ class FinanceApiClient:
             )
         context = body.get("page_context")
         has_more = bool(context.get("has_more_page")) if isinstance(context, dict) else False
-        self.stats.add(pages=1)
+        for sink in (self.stats,) if stats is None else (self.stats, stats):
+            sink.add(pages=1)
         return Page(page, records, has_more, response.headers.get("Date"))
 
     def iter_pages(
-        self, path: str, selector: str, modified_since: str | None = None
+        self,
+        path: str,
+        selector: str,
+        modified_since: str | None = None,
+        stats: ClientStats | None = None,
     ) -> Iterator[Page]:
         """Walk ``page=1, 2, ...`` until ``has_more_page`` is false or a page is short/empty."""
         number = 1
@@ -393,7 +415,7 @@ class FinanceApiClient:
                     f"GET {path}: still more pages after {self.max_pages}; the API never says "
                     "has_more_page: false. Raise max_pages if the resource really is that large."
                 )
-            page = self.get_page(path, selector, number, modified_since)
+            page = self.get_page(path, selector, number, modified_since, stats)
             yield page
             if not page.has_more or len(page.records) < self.per_page:
                 return
