@@ -25,7 +25,11 @@ sandbox: $(BIN)/.installed  ## the sandbox API alone on http://127.0.0.1:8765
 	$(BIN)/python -m finance_assets.sandbox --port 8765
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check finance_assets finance_assets_tests
+	$(BIN)/ruff check finance_assets finance_assets_tests benchmarks
+
+bench: $(BIN)/.installed  ## benchmarks vs the raw floor and dlt (installs the bench extra)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks.run --scale 5 --with-dlt
 
 clean:
 	rm -rf $(VENV) data .dagster_home
