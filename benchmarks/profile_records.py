@@ -4,7 +4,7 @@
 
 Fetches every page of the 16 endpoints from an in-process sandbox first, then runs
 the project's per-record path on the bytes in memory, endpoint by endpoint, as
-``assets.load_endpoint`` does: ``json.loads(parse_float=Decimal)`` (what
+``sync.load_endpoint`` does: ``json.loads(parse_float=Decimal)`` (what
 ``client._decode`` does), ``validation.validate_page``, ``warehouse.Writer.add``
 and the writer's merge on exit, into a temporary DuckDB file. Prints seconds per
 stage and, with ``--cprofile N``, the N costliest functions.

@@ -7,12 +7,9 @@ failing endpoint does not keep the others from landing, and the run then fails
 naming it.
 """
 
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -20,18 +17,10 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from finance_assets import checks
-from finance_assets.client import ClientStats, FinanceApiClient, Page
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.resources import FinanceApiResource
-from finance_assets.validation import validate_page
-from finance_assets.warehouse import (
-    HIGHEST_KEY,
-    LOWEST_KEY,
-    Warehouse,
-    WriteStats,
-    order_key,
-    table_name,
-)
+from finance_assets.sync import DEFAULT_MARGIN, LoadReport, load_endpoint
+from finance_assets.warehouse import Warehouse, table_name
 
 GROUP = "finance"
 
@@ -56,108 +45,10 @@ class SyncConfig(dg.Config):
         "client's rate limit and in-flight bound hold across all of them.",
     )
     cursor_margin_seconds: float = Field(
-        default=300.0,
+        default=DEFAULT_MARGIN.total_seconds(),
         ge=0,
         description="The next cursor is this much before the pass began (server clock), "
         "to absorb clock skew; records in the margin are read again and upserted.",
-    )
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    """What loading one endpoint did, for the materialization's metadata."""
-
-    mode: str
-    cursor_used: datetime | None
-    cursor_new: datetime
-    records_fetched: int
-    stats: WriteStats
-    pages: int
-    requests: int
-    retries: int
-    rate_limited: int
-    seconds: float
-
-
-def _server_clock(page: Page, fallback: datetime) -> datetime:
-    """The response's ``Date`` (server clock), or our own clock if it has none."""
-    try:
-        return parsedate_to_datetime(page.server_date) if page.server_date else fallback
-    except (TypeError, ValueError):
-        return fallback
-
-
-def _api_time(instant: datetime) -> str:
-    """RFC 3339 in UTC, whole seconds rounded down (an earlier cursor is always safe)."""
-    return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _seen_range(page: Page, records: list, is_last: bool) -> tuple[str, str] | None:
-    """The order-key range a page proves complete: it was a contiguous slice when served.
-
-    Page 1 reaches down to the start of the list and the last non-empty page up to its
-    end; an empty page 1 proves the list empty. An empty later page proves nothing
-    (a deletion may have shifted its first record onto a page already read).
-    """
-    keys = [order_key(r.created_time, r.id) for r in records if r.created_time is not None]
-    if not page.records:
-        return (LOWEST_KEY, HIGHEST_KEY) if page.number == 1 else None
-    if not keys:
-        return None
-    low = LOWEST_KEY if page.number == 1 else min(keys)
-    high = HIGHEST_KEY if is_last and not page.has_more else max(keys)
-    return low, high
-
-
-def load_endpoint(
-    client: FinanceApiClient,
-    warehouse: Warehouse,
-    endpoint: Endpoint,
-    config: SyncConfig | None = None,
-) -> LoadReport:
-    """Stream an endpoint's pages through validation into one warehouse transaction.
-
-    Incremental unless ``config.full_refresh`` or the resource has no cursor yet. The
-    new cursor is the server's clock at the first response less the margin: a record
-    changed during the pass has a later ``last_modified_time``, so it is never skipped.
-    """
-    config = config or SyncConfig()
-    started = time.perf_counter()
-    calls = ClientStats()  # this endpoint's requests, while others share the client
-    loaded_at = datetime.now(timezone.utc)
-    state = warehouse.sync_state(endpoint)
-    cursor_used = None if config.full_refresh or state is None else state.cursor
-    full = cursor_used is None
-    since = _api_time(cursor_used) if cursor_used else None
-    fetched = 0
-    pass_began: datetime | None = None
-    with warehouse.writer(endpoint, loaded_at, full_refresh=full) as writer:
-        for page in client.iter_pages(endpoint.path, endpoint.data_selector, since, calls):
-            if pass_began is None:
-                pass_began = _server_clock(page, loaded_at)
-            valid, bad = validate_page(endpoint.model, page.records)
-            fetched += len(page.records)
-            writer.add(valid)
-            writer.reject(bad)
-            if full:
-                is_last = not page.has_more or len(page.records) < client.per_page
-                seen = _seen_range(page, valid, is_last)
-                if seen:
-                    writer.seen_range(*seen)
-        cursor_new = (pass_began or loaded_at) - timedelta(seconds=config.cursor_margin_seconds)
-        writer.set_cursor(cursor_new)
-    counts = calls.snapshot()
-    return LoadReport(
-        mode="full" if full else "incremental",
-        cursor_used=cursor_used,
-        cursor_new=cursor_new,
-        records_fetched=fetched,
-        stats=writer.stats,
-        pages=counts["pages"],
-        requests=counts["requests"],
-        retries=counts["retries"],
-        rate_limited=counts["rate_limited"],
-        seconds=time.perf_counter() - started,
     )
 
 
@@ -240,8 +131,11 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
 
             def load(endpoint: Endpoint) -> LoadReport:
                 with conn.cursor() as own:  # a connection of its own: its own transaction
-                    return load_endpoint(client, Warehouse(own), endpoint, config)
+                    return load_endpoint(
+                        client, Warehouse(own), endpoint, config.full_refresh, margin
+                    )
 
+            margin = timedelta(seconds=config.cursor_margin_seconds)
             workers = min(config.parallel_endpoints, len(selected)) or 1
             with ThreadPoolExecutor(workers, thread_name_prefix="finance-endpoint") as pool:
                 futures = {pool.submit(load, endpoint): endpoint for endpoint in selected}
