@@ -1,8 +1,9 @@
-"""Asset checks over the warehouse: nullability and primary keys, per resource.
+"""Asset checks over the warehouse: nullability, primary keys and quarantine, per resource.
 
-Both checks read nullability and keys from the models (via ``schema``), so one
-generic mechanism covers every endpoint. Tables that do not exist yet are
-reported as such instead of raising.
+The first two read nullability and keys from the models (via ``schema``), so one
+generic mechanism covers every endpoint; the third makes records the schema could
+not hold (kept in ``finance._rejected``) fail loudly instead of hiding. Tables that
+do not exist yet are reported as such instead of raising.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from finance_assets.schema import (
 
 NULLABILITY = "nullability"
 PRIMARY_KEY = "primary_key"
+QUARANTINE = "quarantine"
+REJECTED_TABLE = f"{SCHEMA}._rejected"  # written by the warehouse, read here
 SAMPLE_SIZE = 5
 
 CoercibleAssetKey = dg.AssetKey | str | Sequence[str]
@@ -53,7 +56,7 @@ def column_schema(endpoint: Endpoint) -> dg.TableSchema:
 
 
 def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.AssetCheckSpec]:
-    """The two checks every resource asset declares."""
+    """The three checks every resource asset declares."""
     key = dg.AssetKey.from_coercible(asset_key)
     tables = ", ".join(_tables(endpoint))
     return [
@@ -71,6 +74,15 @@ def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.Ass
             description=(
                 f"`{endpoint.primary_key}` is never NULL and unique in {table_name(endpoint)}; "
                 "child tables have unique (parent_id, position) and no orphan rows."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            QUARANTINE,
+            asset=key,
+            description=(
+                f"No record of `{endpoint.name}` is quarantined in {REJECTED_TABLE}: every "
+                "record the API sent fit the schema (wrong types, unparseable dates and "
+                "non-numeric amounts land there with their reason)."
             ),
         ),
     ]
@@ -330,11 +342,64 @@ def primary_key_check(
     )
 
 
+# ---------- quarantine ----------
+def quarantine_check(
+    conn: duckdb.DuckDBPyConnection, endpoint: Endpoint, asset_key: CoercibleAssetKey
+) -> dg.AssetCheckResult:
+    """Fail (ERROR) while ``finance._rejected`` holds rows of this resource; name count and why."""
+    key = dg.AssetKey.from_coercible(asset_key)
+    catalog = current_catalog(conn)
+    existing = _existing_columns(conn, catalog)
+    if table_name(endpoint) not in existing:
+        return _absent(endpoint, key, QUARANTINE)
+    count, samples = 0, []
+    if REJECTED_TABLE in existing:
+        quarantine = in_catalog(catalog, REJECTED_TABLE)
+        row = conn.execute(
+            f"SELECT count(*) FROM {quarantine} WHERE resource = ?", [endpoint.name]
+        ).fetchone()
+        assert row is not None
+        count = int(row[0])
+        samples = conn.execute(
+            f"SELECT id, reason FROM {quarantine} WHERE resource = ? "
+            f"ORDER BY id NULLS LAST LIMIT {SAMPLE_SIZE}",
+            [endpoint.name],
+        ).fetchall()
+    metadata: dict[str, Any] = {
+        "quarantined": dg.MetadataValue.int(count),
+        "table": dg.MetadataValue.text(REJECTED_TABLE),
+    }
+    if count == 0:
+        return dg.AssetCheckResult(
+            asset_key=key,
+            check_name=QUARANTINE,
+            passed=True,
+            description=f"No {endpoint.name} record in {REJECTED_TABLE}.",
+            metadata=metadata,
+        )
+    metadata["sample_ids"] = dg.MetadataValue.json([i for i, _ in samples])
+    metadata["sample_reasons"] = dg.MetadataValue.json([r for _, r in samples])
+    metadata["summary"] = _md_table(["id", "reason"], [[i, r] for i, r in samples])
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=QUARANTINE,
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{count} {endpoint.name} record(s) the schema cannot hold are quarantined in "
+            f"{REJECTED_TABLE} (see sample reasons); fix them at the source, the next "
+            "load of a fixed record clears its row."
+        ),
+        metadata=metadata,
+    )
+
+
 def run_checks(
     conn: duckdb.DuckDBPyConnection, endpoint: Endpoint, asset_key: CoercibleAssetKey
 ) -> list[dg.AssetCheckResult]:
-    """Both checks of a resource, in the order of ``check_specs``."""
+    """Every check of a resource, in the order of ``check_specs``."""
     return [
         nullability_check(conn, endpoint, asset_key),
         primary_key_check(conn, endpoint, asset_key),
+        quarantine_check(conn, endpoint, asset_key),
     ]

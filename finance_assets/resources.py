@@ -42,6 +42,13 @@ class FinanceApiResource(dg.ConfigurableResource):
     max_retry_seconds: float = Field(
         default=300.0, gt=0, description="Most time one request may spend retrying."
     )
+    backoff_base_seconds: float = Field(
+        default=0.5, gt=0, description="First retry wait; doubles per attempt, with jitter."
+    )
+    backoff_max_seconds: float = Field(default=30.0, gt=0, description="Longest retry wait.")
+    max_retry_after_seconds: float = Field(
+        default=120.0, gt=0, description="A longer Retry-After fails fast instead of hanging."
+    )
     max_pages: int = Field(default=100_000, ge=1, description="Guard against endless pagination.")
     sandbox_seed: int = Field(default=42, description="Sandbox data seed (sandbox mode only).")
     sandbox_scale: float = Field(
@@ -94,7 +101,13 @@ class FinanceApiResource(dg.ConfigurableResource):
             per_page=self.per_page,
             max_pages=self.max_pages,
             timeout=self.timeout_seconds,
-            retry=RetryPolicy(max_attempts=self.max_attempts, max_elapsed=self.max_retry_seconds),
+            retry=RetryPolicy(
+                max_attempts=self.max_attempts,
+                backoff_base=self.backoff_base_seconds,
+                backoff_max=self.backoff_max_seconds,
+                max_elapsed=self.max_retry_seconds,
+                max_retry_after=self.max_retry_after_seconds,
+            ),
         )
 
 

@@ -10,6 +10,7 @@ from finance_assets.sandbox.server import (
     DEMO_CLIENT_SECRET,
     DEMO_REFRESH_TOKEN,
     FAULT_KINDS,
+    MALFORMED_KINDS,
     Sandbox,
     SandboxConfig,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "DEMO_CLIENT_SECRET",
     "DEMO_REFRESH_TOKEN",
     "FAULT_KINDS",
+    "MALFORMED_KINDS",
     "Sandbox",
     "SandboxConfig",
 ]

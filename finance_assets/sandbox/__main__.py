@@ -16,6 +16,7 @@ from finance_assets.sandbox.server import (
     DEMO_CLIENT_SECRET,
     DEMO_REFRESH_TOKEN,
     FAULT_KINDS,
+    MALFORMED_KINDS,
     Sandbox,
     SandboxConfig,
 )
@@ -35,7 +36,13 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
     p.add_argument("--fault-rate", type=float, default=0.0, help="share of faulted requests")
     p.add_argument("--fault-kinds", default=None, help=f"comma list of {','.join(FAULT_KINDS)}")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added per API call")
+    p.add_argument("--slow-seconds", type=float, default=1.0, help="stall of a 'slow' fault")
+    p.add_argument("--rate-window", type=float, default=60.0, help="rate window length, s")
+    p.add_argument("--malformed", default=None, choices=MALFORMED_KINDS,
+                   help="answer every call with this wrong answer")
     p.add_argument("--null-violations", type=int, default=0, help="bad nulls per resource")
+    p.add_argument("--bad-records", type=int, default=0,
+                   help="records per resource the schema cannot hold")
     p.add_argument("--client-id", default=env.get("SANDBOX_CLIENT_ID", DEMO_CLIENT_ID))
     p.add_argument("--client-secret",
                    default=env.get("SANDBOX_CLIENT_SECRET", DEMO_CLIENT_SECRET))
@@ -46,7 +53,9 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
         seed=a.seed, scale=a.scale, host=a.host, port=a.port, token_ttl=a.token_ttl,
         token_max_uses=a.token_max_uses, rate_limit=a.rate_limit, fault_rate=a.fault_rate,
         fault_kinds=tuple(a.fault_kinds.split(",")) if a.fault_kinds else None,
-        latency=a.latency, null_violations=a.null_violations, client_id=a.client_id,
+        latency=a.latency, slow_seconds=a.slow_seconds, rate_window=a.rate_window,
+        malformed=a.malformed, null_violations=a.null_violations, bad_records=a.bad_records,
+        client_id=a.client_id,
         client_secret=a.client_secret, refresh_token=a.refresh_token,
     )
 

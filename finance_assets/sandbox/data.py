@@ -82,6 +82,34 @@ def nullable_fields(model: type) -> set[str]:
     }
 
 
+# What ``bad_records`` puts in a field: values the schema cannot hold, by kind of field.
+BAD_VALUES: dict[str, typing.Any] = {
+    "amount": "12,50 EUR",  # a non-numeric amount
+    "date": "31/02/2024",  # an unparseable date
+    "type": {"unexpected": "object"},  # a wrong type
+}
+
+
+def field_kinds(model: type) -> dict[str, list[str]]:
+    """Top-level fields by the bad value that breaks them (never the id or cursor times)."""
+    out: dict[str, list[str]] = {kind: [] for kind in BAD_VALUES}
+    for name, field in model.model_fields.items():
+        if name in CURSOR_FIELDS:
+            continue
+        types = set()
+        for arg in typing.get_args(field.annotation) or (field.annotation,):
+            if typing.get_origin(arg) is typing.Annotated:
+                arg = typing.get_args(arg)[0]
+            types.add(arg)
+        if Decimal in types:
+            out["amount"].append(name)
+        elif dt.date in types or dt.datetime in types:
+            out["date"].append(name)
+        else:
+            out["type"].append(name)
+    return out
+
+
 def render_time(instant: dt.datetime, offset: tuple[str, int]) -> str:
     """RFC 3339 text of an instant in the given offset, whole seconds."""
     label, minutes = offset
@@ -224,6 +252,22 @@ class Generator:
             rng = random.Random(f"{self.seed}:{name}:null-violations")
             for j, record in enumerate(rng.sample(records, min(per_resource, len(records)))):
                 record[fields[j % len(fields)]] = None
+
+    def apply_bad_records(self, per_resource: int) -> None:
+        """Break K records per resource with a value the schema cannot hold.
+
+        The kinds take turns (non-numeric amount, unparseable date, wrong type) where
+        the model has such a field; id and the cursor times stay valid, so order holds.
+        """
+        if per_resource <= 0:
+            return
+        for name, records in self.data.items():
+            kinds = {k: v for k, v in field_kinds(BY_NAME[name].model).items() if v}
+            order = [k for k in BAD_VALUES if k in kinds]
+            rng = random.Random(f"{self.seed}:{name}:bad-records")
+            for j, record in enumerate(rng.sample(records, min(per_resource, len(records)))):
+                kind = order[j % len(order)]
+                record[rng.choice(kinds[kind])] = BAD_VALUES[kind]
 
     # ---------- documents with line items (shared by six resources) ----------
     def line(self) -> Record:

@@ -36,7 +36,12 @@ DEMO_REFRESH_TOKEN = "1000.sandbox-demo-refresh-token"
 
 TOKEN_PATH = "/oauth/v2/token"
 ADMIN_PREFIX = "/__sandbox/"
-FAULT_KINDS = ("500", "502", "503", "504", "close")
+FAULT_KINDS = ("500", "502", "503", "504", "close", "slow", "429")
+# "slow" stalls a server thread and "429" makes clients wait, so both are opt-in.
+DEFAULT_FAULT_KINDS = FAULT_KINDS[:5]
+# Wrong answers a broken API or a misconfigured URL gives, switchable live (``malformed``).
+MALFORMED_KINDS = ("not_json", "no_selector", "error_code", "endless",
+                   "token_without_access_token")
 UNLIMITED = 1_000_000  # advertised per-minute limit when none is enforced
 WINDOW_SECONDS = 60
 SCOPE = "financial.read"
@@ -46,6 +51,8 @@ _RFC3339 = re.compile(
 )
 _INTEGER = re.compile(r"^-?[0-9]{1,30}$")
 _HTML = "<html><body><h1>{status} {phrase}</h1><p>sandbox proxy</p></body></html>"
+_NOT_JSON = b"<html><head><title>Sign in</title></head><body>Please sign in.</body></html>"
+_LIST_MALFORMED = frozenset(MALFORMED_KINDS) - {"token_without_access_token"}
 
 
 @dataclasses.dataclass
@@ -62,7 +69,12 @@ class SandboxConfig:
     fault_rate: float = 0.0
     fault_kinds: tuple[str, ...] | None = None
     latency: float = 0.0
+    slow_seconds: float = 1.0
+    retry_after: int = 1
+    rate_window: float = WINDOW_SECONDS
+    malformed: str | None = None
     null_violations: int = 0
+    bad_records: int = 0
     client_id: str = DEMO_CLIENT_ID
     client_secret: str = DEMO_CLIENT_SECRET
     refresh_token: str = DEMO_REFRESH_TOKEN
@@ -73,6 +85,10 @@ class SandboxConfig:
             unknown = set(self.fault_kinds) - set(FAULT_KINDS)
             if unknown or not self.fault_kinds:
                 raise ValueError(f"fault_kinds must be a non-empty subset of {FAULT_KINDS}")
+        if self.malformed is not None and self.malformed not in MALFORMED_KINDS:
+            raise ValueError(f"malformed must be one of {MALFORMED_KINDS} or None")
+        if self.rate_window <= 0:
+            raise ValueError("rate_window must be positive")
         if not 0 <= self.fault_rate <= 1:
             raise ValueError("fault_rate must be within 0..1")
         if self.scale <= 0:
@@ -82,6 +98,7 @@ class SandboxConfig:
 # Settings that can change while serving; the others shape the data or the socket.
 LIVE_SETTINGS = frozenset({
     "token_ttl", "token_max_uses", "rate_limit", "fault_rate", "fault_kinds", "latency",
+    "slow_seconds", "retry_after", "rate_window", "malformed",
     "client_id", "client_secret", "refresh_token",
 })
 
@@ -127,12 +144,14 @@ class Sandbox:
         self._generator = Generator(self.config.seed, self.config.scale)
         data = self._generator.generate()
         self._generator.apply_null_violations(self.config.null_violations)
+        self._generator.apply_bad_records(self.config.bad_records)
         self.tables: dict[str, Table] = {name: Table(rows) for name, rows in data.items()}
         self._fault_rng = random.Random(f"{self.config.seed}:faults")
         self._mutation_rng = random.Random(f"{self.config.seed}:mutations")
         self._tokens: dict[str, _Token] = {}
         self._windows: dict[str, _Window] = {}
         self._pending: list[_Pending] = []
+        self._issued: list[str] = []  # every access token ever issued, for leak tests
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.reset_stats()
@@ -208,6 +227,11 @@ class Sandbox:
                 "rate_limited": self._rate_limited,
             }
 
+    def issued_tokens(self) -> list[str]:
+        """Every access token issued so far (revoked ones too), so tests can hunt for leaks."""
+        with self._lock:
+            return list(self._issued)
+
     def reset_stats(self) -> None:
         with self._lock:
             self._requests: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -224,7 +248,7 @@ class Sandbox:
             raise ValueError(f"not changeable while serving: {sorted(fixed)}")
         with self._lock:
             self.config = dataclasses.replace(self.config, **changes)
-            if "rate_limit" in changes:
+            if "rate_limit" in changes or "rate_window" in changes:
                 self._windows.clear()
         return self.config
 
@@ -291,6 +315,7 @@ class Sandbox:
         with self._lock:
             self._tokens[token] = _Token(client_id, time.monotonic() + ttl)
             self._tokens_issued += 1
+            self._issued.append(token)
         return {"access_token": token, "token_type": "Bearer",
                 "expires_in": max(1, math.ceil(ttl)), "scope": SCOPE}
 
@@ -316,10 +341,11 @@ class Sandbox:
     def _rate(self, client: str, count: bool, limit: bool = True) -> tuple[dict[str, str], bool]:
         """Rate-limit headers for the client's window, and whether this request is over."""
         enforce, limit = limit, self.config.rate_limit
+        span = self.config.rate_window
         now = time.monotonic()
         with self._lock:
             window = self._windows.get(client)
-            if window is None or now - window.start >= WINDOW_SECONDS:
+            if window is None or now - window.start >= span:
                 window = self._windows[client] = _Window(now)
             if count:
                 window.count += 1
@@ -327,7 +353,7 @@ class Sandbox:
             limited = enforce and limit is not None and window.count > limit
             if limited:
                 self._rate_limited += 1
-        reset = max(0, math.ceil(window.start + WINDOW_SECONDS - now))
+        reset = max(0, math.ceil(window.start + span - now))
         headers = {
             "X-Rate-Limit-Limit": str(ceiling),
             "X-Rate-Limit-Remaining": str(max(0, ceiling - window.count)),
@@ -344,7 +370,9 @@ class Sandbox:
             if self._fault_rng.random() >= self.config.fault_rate:
                 return None
             self._faults += 1
-            kind = self._fault_rng.choice(self.config.fault_kinds or FAULT_KINDS)
+            kind = self._fault_rng.choice(self.config.fault_kinds or DEFAULT_FAULT_KINDS)
+            if kind == "429":
+                self._rate_limited += 1
             return kind, self._fault_rng.choice(("json", "html", "empty"))
 
     def _tick(self) -> None:
@@ -407,7 +435,10 @@ class _Handler(BaseHTTPRequestHandler):
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         if self.close_connection:
             lines.append("Connection: close")
-        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        try:
+            self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        except OSError:  # the client gave up (e.g. timed out on a slow fault): not our error
+            self.close_connection = True
 
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload, ensure_ascii=False).encode(),
@@ -481,6 +512,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = 400, {
                 "error": "invalid_grant",
                 "error_description": "The refresh token is invalid or has been revoked."}
+        elif cfg.malformed == "token_without_access_token":
+            status, payload = 200, {"token_type": "Bearer", "expires_in": 3600, "scope": SCOPE}
         else:
             status, payload = 200, self.sb._issue_token(cfg.client_id)
         self._json(status, payload, {"Cache-Control": "no-store"})
@@ -497,6 +530,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(sb.config.latency)
         headers, limited = sb._rate(sb._client_of(token), count=True)
         fault = None if limited else sb._draw_fault()
+        if fault is not None and fault[0] == "slow":  # stall, then answer as usual
+            time.sleep(sb.config.slow_seconds)
+            fault = None
         if limited:
             with sb._lock:
                 sb._api_requests += 1
@@ -523,7 +559,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
         status = int(kind)
-        if status == 500:
+        if status == 429:  # a burst from an upstream limiter, with a short Retry-After
+            retry = {"Retry-After": str(self.sb.config.retry_after)}
+            self._error(429, 44, "rate limit exceeded", {**headers, **retry})
+        elif status == 500:
             self._error(500, 1, "internal error", headers)
         elif style == "json":
             self._error(status, 3, "service temporarily unavailable", headers)
@@ -543,6 +582,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.sb._tick()
             self._error(400, 2, str(exc), headers)
             return
+        if self.sb.config.malformed in _LIST_MALFORMED:
+            self._malformed(endpoint, page, per_page, since, headers)
+            return
         blobs, more = self.sb.tables[endpoint.name].page(page, per_page, since)
         body = b"".join((
             b'{"code":0,"message":"success","', endpoint.data_selector.encode(), b'":[',
@@ -551,6 +593,33 @@ class _Handler(BaseHTTPRequestHandler):
             % (page, per_page, b"true" if more else b"false"),
         ))
         self.sb._tick()  # a due mutation lands after this page was assembled
+        self._send(200, body, "application/json; charset=utf-8", headers)
+
+    def _malformed(self, endpoint: Endpoint, page: int, per_page: int, since: float | None,
+                   headers: dict[str, str]) -> None:
+        """A 200 that a broken API (or a wrong URL) gives: wrong body, wrong envelope, no end."""
+        kind = self.sb.config.malformed
+        self.sb._tick()
+        if kind == "not_json":
+            self._send(200, _NOT_JSON, "text/html; charset=utf-8", headers)
+            return
+        if kind == "error_code":
+            self._error(200, 1002, "organization does not exist", headers)  # 200, code != 0
+            return
+        context = {"page": page, "per_page": per_page, "has_more_page": True}
+        if kind == "no_selector":
+            context["has_more_page"] = False
+            self._json(200, {"code": 0, "message": "success", "page_context": context}, headers)
+            return
+        # endless: every page is full and says more follow (records repeat cyclically)
+        table = self.sb.tables[endpoint.name]
+        blobs = table.page(1, 10**9, since)[0] or table.all_blobs()
+        start = (page - 1) * per_page
+        page_blobs = [blobs[(start + i) % len(blobs)] for i in range(per_page)] if blobs else []
+        body = b"".join((
+            b'{"code":0,"message":"success","', endpoint.data_selector.encode(), b'":[',
+            b",".join(page_blobs), b'],"page_context":', json.dumps(context).encode(), b"}",
+        ))
         self._send(200, body, "application/json; charset=utf-8", headers)
 
     # ---------- admin API ----------
