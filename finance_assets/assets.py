@@ -9,6 +9,7 @@ naming it.
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import AbstractContextManager, ExitStack
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from finance_assets import checks
+from finance_assets.client import FinanceApiError
+from finance_assets.duckdb_lock import WarehouseBusyError, locked_connection
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.resources import FinanceApiResource
 from finance_assets.sync import DEFAULT_MARGIN, LoadReport, load_endpoint
@@ -43,6 +46,11 @@ class SyncConfig(dg.Config):
         le=16,
         description="Endpoints fetched at once, each in its own DuckDB transaction; the API "
         "client's rate limit and in-flight bound hold across all of them.",
+    )
+    warehouse_lock_timeout_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long to wait while another process writes the DuckDB file.",
     )
     cursor_margin_seconds: float = Field(
         default=DEFAULT_MARGIN.total_seconds(),
@@ -101,6 +109,16 @@ def _materialization(
     )
 
 
+def _open_warehouse(duckdb: DuckDBResource, config: SyncConfig) -> AbstractContextManager:
+    """The DuckDB file of the resource, waiting (bounded) while another process writes it."""
+    database = duckdb.database
+    if database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    return locked_connection(
+        database, config.warehouse_lock_timeout_seconds, config=duckdb.connection_config
+    )
+
+
 def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.AssetsDefinition:
     """The multi-asset over ``endpoints``; each asset can be materialized alone."""
 
@@ -121,10 +139,12 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
         selected = [e for e in endpoints if asset_key(e) in context.selected_asset_keys]
         wanted_checks = context.selected_asset_check_keys
         failures: list[str] = []
-        database = getattr(duckdb, "database", "")
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        with finance_api.client() as client, duckdb.get_connection() as conn:
+        with ExitStack() as opened:
+            try:  # a setup error is the run's headline, in one sentence
+                client = opened.enter_context(finance_api.client())
+                conn = opened.enter_context(_open_warehouse(duckdb, config))
+            except (FinanceApiError, WarehouseBusyError) as exc:
+                raise dg.Failure(description=str(exc)) from None
             warehouse = Warehouse(conn)
             for endpoint in selected:  # DDL up front: concurrent CREATEs would conflict
                 warehouse.ensure_tables(endpoint)

@@ -327,7 +327,7 @@ class FinanceApiClient:
         clock: Callable[[], float] = time.monotonic,
         rate_limit_per_minute: int | None = None,
         max_in_flight: int = 8,
-        pace_by_headers: bool = False,
+        pace_by_headers: bool = True,
     ) -> None:
         """``rate_limit_per_minute`` caps requests in any 60 s; ``max_in_flight`` caps
         concurrent requests of threads sharing this client; ``pace_by_headers`` spreads

@@ -173,8 +173,10 @@ class RateLimiter:
             if retry_after is not None and retry_after > 0:
                 until = now + retry_after
                 self._blocked_until = max(self._blocked_until, until)
-            if self._budget is not None:
-                self._budget = 0.0  # nothing left in this window; observe() may say when
+            elif self._budget is not None:
+                # No Retry-After: assume this window is spent; observe() may say more.
+                # With one, it is the API's own word on when to retry: honour just that.
+                self._budget = 0.0
             self._respread(now)
         if sit_out and retry_after is not None and retry_after > 0:
             self.sleep(retry_after)

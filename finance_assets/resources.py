@@ -50,6 +50,18 @@ class FinanceApiResource(dg.ConfigurableResource):
         default=120.0, gt=0, description="A longer Retry-After fails fast instead of hanging."
     )
     max_pages: int = Field(default=100_000, ge=1, description="Guard against endless pagination.")
+    rate_limit_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Cap on API requests in any 60 s, across all endpoints of a run "
+        "(unset: only what the API advertises in X-Rate-Limit-* headers).",
+    )
+    max_in_flight: int = Field(default=8, ge=1, description="Concurrent API requests at most.")
+    pace_by_headers: bool = Field(
+        default=True,
+        description="Spread the budget the API advertises (X-Rate-Limit-Remaining/-Reset) "
+        "over the window, so a run never meets a 429 it was warned of.",
+    )
     sandbox_seed: int = Field(default=42, description="Sandbox data seed (sandbox mode only).")
     sandbox_scale: float = Field(
         default=1.0, gt=0, description="Sandbox size; 1 is about 20,000 records (sandbox only)."
@@ -108,6 +120,9 @@ class FinanceApiResource(dg.ConfigurableResource):
                 max_elapsed=self.max_retry_seconds,
                 max_retry_after=self.max_retry_after_seconds,
             ),
+            rate_limit_per_minute=self.rate_limit_per_minute,
+            max_in_flight=self.max_in_flight,
+            pace_by_headers=self.pace_by_headers,
         )
 
 

@@ -155,12 +155,6 @@ def test_plain_http_off_loopback_is_refused_before_any_network(
     assert attempts == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="assets.py opens the client outside its per-endpoint try, so a refused URL "
-    "reaches the UI as Dagster's generic 'Error occurred while executing op' with the "
-    "sentence only as its cause; raising dg.Failure(description=str(exc)) there fixes it.",
-)
 def test_refused_url_is_the_failure_headline(loaded) -> None:
     result = run(api_for(loaded[0], base_url="http://api.example.com"), loaded[1], SELECTION)
     assert "use https" in failure_message(result, headline=True)

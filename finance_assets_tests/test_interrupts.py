@@ -181,3 +181,33 @@ def test_a_run_waits_for_a_writer_that_holds_the_file(make_sandbox, tmp_path, ho
     with duckdb.connect(str(database), read_only=True) as conn:
         rows = conn.execute("select count(*) from finance.taxes").fetchone()
     assert rows == (len(sb.records("taxes")),)
+
+
+def test_materialization_on_a_busy_file_fails_with_one_sentence(
+    make_sandbox, tmp_path, holders
+) -> None:
+    """The asset waits its bounded time for the file, then fails with the sentence as headline."""
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from finance_assets.assets import build_finance_assets
+
+    sb = make_sandbox(scale=0.02)
+    database = tmp_path / "w.duckdb"
+    holders.append(hold_lock(database, 30))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [build_finance_assets()],
+            selection=["users"],
+            resources={
+                "finance_api": api_for(sb),
+                "duckdb": DuckDBResource(database=str(database)),
+            },
+            run_config={"ops": {"finance_api": {"config": {"warehouse_lock_timeout_seconds": 1}}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not result.success
+    error = result.get_step_failure_events()[0].step_failure_data.error
+    assert "in use by another process" in error.message and "\n" not in error.message.strip()
+    assert sb.stats()["api_requests"] == 0  # nothing fetched for a file it cannot write

@@ -275,3 +275,30 @@ def test_client_meets_no_429_on_a_rate_limited_sandbox(
     assert requests > 2 * limit  # the read needed several windows
     assert sb.stats()["rate_limited"] == 0 and client.stats.rate_limited == 0
     assert minutes.now >= 60 * (requests // limit - 1)
+
+
+def test_429_with_retry_after_holds_only_that_long_within_a_known_window() -> None:
+    """Retry-After is the API's word on when to retry: not a reason to sit out the window."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep)
+    limiter.observe(
+        {"X-Rate-Limit-Limit": "100", "X-Rate-Limit-Remaining": "50", "X-Rate-Limit-Reset": "60"}
+    )
+    started = clock()
+    limiter.on_429(2, sit_out=True)
+    limiter.acquire()
+    limiter.release()
+    assert clock() - started == pytest.approx(2, abs=0.1)
+
+
+def test_429_without_retry_after_waits_for_the_window_reset() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep)
+    limiter.observe(
+        {"X-Rate-Limit-Limit": "100", "X-Rate-Limit-Remaining": "50", "X-Rate-Limit-Reset": "30"}
+    )
+    started = clock()
+    limiter.on_429(None)
+    limiter.acquire()
+    limiter.release()
+    assert clock() - started == pytest.approx(30, abs=0.5)
