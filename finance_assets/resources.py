@@ -11,6 +11,7 @@ from pydantic import Field
 
 from finance_assets.client import FinanceApiClient, FinanceApiError, RetryPolicy
 
+RATE_LIMIT_ENV_VAR = "FINANCE_API_RATE_LIMIT_PER_MINUTE"  # optional; not a secret
 API_ENV_VARS = (
     "FINANCE_API_BASE_URL",
     "FINANCE_API_TOKEN_URL",
@@ -131,6 +132,12 @@ def api_resource_from_env() -> FinanceApiResource:
     if not os.getenv("FINANCE_API_BASE_URL"):
         return FinanceApiResource()
     base, token, cid, secret, refresh = (dg.EnvVar(name) for name in API_ENV_VARS)
+    rate_limit = os.getenv(RATE_LIMIT_ENV_VAR)
     return FinanceApiResource(
-        base_url=base, token_url=token, client_id=cid, client_secret=secret, refresh_token=refresh
+        base_url=base,
+        token_url=token,
+        client_id=cid,
+        client_secret=secret,
+        refresh_token=refresh,
+        rate_limit_per_minute=int(rate_limit) if rate_limit else None,
     )
