@@ -153,15 +153,14 @@ def _fmt_samples(samples: list[Any]) -> str:
 
 
 # ---------- nullability ----------
-def nullability_check(
-    conn: duckdb.DuckDBPyConnection, endpoint: Endpoint, asset_key: CoercibleAssetKey
+def _nullability(
+    conn: duckdb.DuckDBPyConnection,
+    endpoint: Endpoint,
+    key: dg.AssetKey,
+    catalog: str,
+    existing: dict[str, set[str]],
 ) -> dg.AssetCheckResult:
     """Count NULLs of every non-nullable column, one scan per table; sample offending rows."""
-    key = dg.AssetKey.from_coercible(asset_key)
-    catalog = current_catalog(conn)
-    existing = _existing_columns(conn, catalog)
-    if table_name(endpoint) not in existing:
-        return _absent(endpoint, key, NULLABILITY)
 
     failures: list[dict[str, Any]] = []
     rows_per_table: dict[str, int | None] = {}
@@ -270,16 +269,15 @@ def _key_stats(
     }
 
 
-def primary_key_check(
-    conn: duckdb.DuckDBPyConnection, endpoint: Endpoint, asset_key: CoercibleAssetKey
+def _primary_key(
+    conn: duckdb.DuckDBPyConnection,
+    endpoint: Endpoint,
+    key: dg.AssetKey,
+    catalog: str,
+    existing: dict[str, set[str]],
 ) -> dg.AssetCheckResult:
     """``id`` non-null and unique; child (parent_id, position) unique and pointing at a parent."""
-    key = dg.AssetKey.from_coercible(asset_key)
-    catalog = current_catalog(conn)
-    existing = _existing_columns(conn, catalog)
     parent = table_name(endpoint)
-    if parent not in existing:
-        return _absent(endpoint, key, PRIMARY_KEY)
 
     pk = endpoint.primary_key
     stats = [_key_stats(conn, catalog, parent, [pk], q(pk))]
@@ -343,15 +341,14 @@ def primary_key_check(
 
 
 # ---------- quarantine ----------
-def quarantine_check(
-    conn: duckdb.DuckDBPyConnection, endpoint: Endpoint, asset_key: CoercibleAssetKey
+def _quarantine(
+    conn: duckdb.DuckDBPyConnection,
+    endpoint: Endpoint,
+    key: dg.AssetKey,
+    catalog: str,
+    existing: dict[str, set[str]],
 ) -> dg.AssetCheckResult:
     """Fail (ERROR) while ``finance._rejected`` holds rows of this resource; name count and why."""
-    key = dg.AssetKey.from_coercible(asset_key)
-    catalog = current_catalog(conn)
-    existing = _existing_columns(conn, catalog)
-    if table_name(endpoint) not in existing:
-        return _absent(endpoint, key, QUARANTINE)
     count, samples = 0, []
     if REJECTED_TABLE in existing:
         quarantine = in_catalog(catalog, REJECTED_TABLE)
@@ -394,12 +391,21 @@ def quarantine_check(
     )
 
 
+# name -> check, in the order of ``check_specs``
+CHECKS = {NULLABILITY: _nullability, PRIMARY_KEY: _primary_key, QUARANTINE: _quarantine}
+
+
 def run_checks(
     conn: duckdb.DuckDBPyConnection, endpoint: Endpoint, asset_key: CoercibleAssetKey
 ) -> list[dg.AssetCheckResult]:
-    """Every check of a resource, in the order of ``check_specs``."""
-    return [
-        nullability_check(conn, endpoint, asset_key),
-        primary_key_check(conn, endpoint, asset_key),
-        quarantine_check(conn, endpoint, asset_key),
-    ]
+    """Every check of a resource, in the order of ``check_specs``.
+
+    The catalog is read once for all of them; a table never materialized gets a
+    WARN result per check instead of an error.
+    """
+    key = dg.AssetKey.from_coercible(asset_key)
+    catalog = current_catalog(conn)
+    existing = _existing_columns(conn, catalog)
+    if table_name(endpoint) not in existing:
+        return [_absent(endpoint, key, name) for name in CHECKS]
+    return [check(conn, endpoint, key, catalog, existing) for check in CHECKS.values()]
