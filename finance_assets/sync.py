@@ -13,7 +13,14 @@ from email.utils import parsedate_to_datetime
 from finance_assets.client import ClientStats, FinanceApiClient, Page
 from finance_assets.endpoints import Endpoint
 from finance_assets.validation import validate_page
-from finance_assets.warehouse import HIGHEST_KEY, LOWEST_KEY, Warehouse, WriteStats, order_key
+from finance_assets.warehouse import (
+    HIGHEST_KEY,
+    LOWEST_KEY,
+    ValueDoesNotFit,
+    Warehouse,
+    WriteStats,
+    order_key,
+)
 
 DEFAULT_MARGIN = timedelta(minutes=5)
 
@@ -90,9 +97,13 @@ def load_endpoint(
         for page in client.iter_pages(endpoint.path, endpoint.data_selector, since, calls):
             if pass_began is None:
                 pass_began = _server_clock(page, loaded_at)
-            valid, bad = validate_page(endpoint.model, page.records)
+            valid, bad = validate_page(endpoint.model, page.records, decimal_bounds=False)
+            try:
+                writer.add(valid)  # stages all of the page or none of it
+            except ValueDoesNotFit:  # a decimal past its column: validate with the bounds
+                valid, bad = validate_page(endpoint.model, page.records)
+                writer.add(valid)
             fetched += len(page.records)
-            writer.add(valid)
             writer.reject(bad)
             if full:
                 is_last = not page.has_more or len(page.records) < client.per_page

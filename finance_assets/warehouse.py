@@ -43,6 +43,7 @@ __all__ = [
     "REJECTED_TABLE",
     "SYNC_STATE_TABLE",
     "SyncState",
+    "ValueDoesNotFit",
     "RejectedRecord",
     "ResourceSummary",
     "Warehouse",
@@ -184,13 +185,20 @@ def _coerce(spec: ColumnSpec, value: Any) -> Any:
     return value
 
 
+class ValueDoesNotFit(ValueError):
+    """A value does not fit its column (e.g. a decimal past its precision or scale)."""
+
+
 def _array(spec: ColumnSpec, values: list[Any]) -> pa.Array:
     typ = _arrow_type(spec)
     try:
         return pa.array(values, type=typ)
     except (pa.ArrowTypeError, pa.ArrowInvalid, TypeError):
-        # Only unvalidated input lands here; a value that still does not fit raises.
-        return pa.array([_coerce(spec, v) for v in values], type=typ)
+        # Only unvalidated input or an out-of-bounds decimal lands here; never rounded.
+        try:
+            return pa.array([_coerce(spec, v) for v in values], type=typ)
+        except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+            raise ValueDoesNotFit(f"{spec.name} ({spec.sql_type}): {exc}") from exc
 
 
 def _as_model(item: Any, model: type[BaseModel]) -> BaseModel:

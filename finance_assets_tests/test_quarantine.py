@@ -60,3 +60,41 @@ def test_clean_data_passes_the_quarantine_check(make_sandbox, tmp_path) -> None:
     result = run(api_for(sb), tmp_path / "w.duckdb", ["invoices"])
     (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "quarantine"]
     assert check.passed and check.metadata["quarantined"].value == 0
+
+
+def test_decimals_past_their_column_are_quarantined_with_the_reason(
+    make_sandbox, tmp_path
+) -> None:
+    """The fast path leaves digits/places to Arrow; a refused page is validated again in full."""
+    from decimal import Decimal
+
+    sb = make_sandbox(scale=SCALE)
+    table = sb.tables["invoices"]
+    records = sb.records("invoices")
+    broken = {  # id -> (field it breaks, what the reason says)
+        records[0]["id"]: ("total", "decimal places"),
+        records[1]["id"]: ("balance", "digits"),
+        records[2]["id"]: ("line_items", "decimal places"),
+    }
+    live = [table.find(record_id) for record_id in broken]
+    live[0]["total"] = Decimal("10.125")  # 3 places into DECIMAL(18,2)
+    live[1]["balance"] = Decimal("12345678901234567.89")  # 19 digits into DECIMAL(18,2)
+    live[2]["line_items"][0]["quantity"] = Decimal("0.0000001")  # 7 places into (18,6)
+    for record in live:
+        table.refresh(record)
+
+    database = tmp_path / "w.duckdb"
+    result = run(api_for(sb), database, ["invoices"])
+    with duckdb.connect(str(database), read_only=True) as conn:
+        rejected = dict(
+            conn.execute(
+                "select id, reason from finance._rejected where resource = 'invoices'"
+            ).fetchall()
+        )
+        loaded = {r[0] for r in conn.execute("select id from finance.invoices").fetchall()}
+    assert set(rejected) == set(broken)
+    for record_id, (field, says) in broken.items():
+        assert field in rejected[record_id] and says in rejected[record_id], rejected[record_id]
+    assert loaded == {r["id"] for r in records} - set(broken)  # the rest of each page loaded
+    check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "quarantine")
+    assert not check.passed and check.metadata["quarantined"].value == 3
