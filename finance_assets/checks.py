@@ -40,7 +40,6 @@ SAMPLE_SIZE = 5
 CoercibleAssetKey = dg.AssetKey | str | Sequence[str]
 
 
-
 # ---------- metadata for definitions ----------
 def column_schema(endpoint: Endpoint) -> dg.TableSchema:
     """Parent table columns for ``dagster/column_schema``; non-nullable fields constrained."""
@@ -139,6 +138,20 @@ def _absent(endpoint: Endpoint, key: dg.AssetKey, check: str) -> dg.AssetCheckRe
     )
 
 
+def _result(
+    key: dg.AssetKey, name: str, passed: bool, description: str, metadata: dict[str, Any]
+) -> dg.AssetCheckResult:
+    """A check's verdict; a failure is an ERROR (the data is wrong, not just late)."""
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=name,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=metadata,
+    )
+
+
 def _md_table(header: list[str], rows: list[list[Any]]) -> dg.MetadataValue:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -206,12 +219,8 @@ def _nullability(
         "rows_checked": dg.MetadataValue.json(rows_per_table),
     }
     if not failures:
-        return dg.AssetCheckResult(
-            asset_key=key,
-            check_name=NULLABILITY,
-            passed=True,
-            description=f"No NULL in {checked} non-nullable columns.",
-            metadata=metadata,
+        return _result(
+            key, NULLABILITY, True, f"No NULL in {checked} non-nullable columns.", metadata
         )
     metadata["failures"] = dg.MetadataValue.json(failures)
     metadata["summary"] = _md_table(
@@ -227,13 +236,8 @@ def _nullability(
         ],
     )
     cols = ", ".join(f"{f['table']}.{f['column']}" for f in failures)
-    return dg.AssetCheckResult(
-        asset_key=key,
-        check_name=NULLABILITY,
-        passed=False,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{total} NULL(s) in non-nullable columns: {cols}.",
-        metadata=metadata,
+    return _result(
+        key, NULLABILITY, False, f"{total} NULL(s) in non-nullable columns: {cols}.", metadata
     )
 
 
@@ -296,10 +300,7 @@ def _primary_key(
 
     def bad(s: dict[str, Any]) -> bool:
         return bool(
-            s.get("problem")
-            or s["null_keys"]
-            or s["duplicate_keys"]
-            or s.get("orphan_rows", 0)
+            s.get("problem") or s["null_keys"] or s["duplicate_keys"] or s.get("orphan_rows", 0)
         )
 
     failing = [s for s in stats if bad(s)]
@@ -312,12 +313,12 @@ def _primary_key(
         "tables": dg.MetadataValue.json(stats),
     }
     if not failing:
-        return dg.AssetCheckResult(
-            asset_key=key,
-            check_name=PRIMARY_KEY,
-            passed=True,
-            description=f"`{pk}` unique and non-null over {p['rows']} rows; child keys intact.",
-            metadata=metadata,
+        return _result(
+            key,
+            PRIMARY_KEY,
+            True,
+            f"`{pk}` unique and non-null over {p['rows']} rows; child keys intact.",
+            metadata,
         )
     problems = []
     for s in failing:
@@ -330,14 +331,7 @@ def _primary_key(
             f"{s['orphan_rows']} orphan row(s)" if s.get("orphan_rows") else "",
         ]
         problems.append(f"{s['table']}: " + ", ".join(x for x in parts if x))
-    return dg.AssetCheckResult(
-        asset_key=key,
-        check_name=PRIMARY_KEY,
-        passed=False,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems) + ".",
-        metadata=metadata,
-    )
+    return _result(key, PRIMARY_KEY, False, "; ".join(problems) + ".", metadata)
 
 
 # ---------- quarantine ----------
@@ -367,27 +361,22 @@ def _quarantine(
         "table": dg.MetadataValue.text(REJECTED_TABLE),
     }
     if count == 0:
-        return dg.AssetCheckResult(
-            asset_key=key,
-            check_name=QUARANTINE,
-            passed=True,
-            description=f"No {endpoint.name} record in {REJECTED_TABLE}.",
-            metadata=metadata,
+        return _result(
+            key, QUARANTINE, True, f"No {endpoint.name} record in {REJECTED_TABLE}.", metadata
         )
     metadata["sample_ids"] = dg.MetadataValue.json([i for i, _ in samples])
     metadata["sample_reasons"] = dg.MetadataValue.json([r for _, r in samples])
     metadata["summary"] = _md_table(["id", "reason"], [[i, r] for i, r in samples])
-    return dg.AssetCheckResult(
-        asset_key=key,
-        check_name=QUARANTINE,
-        passed=False,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=(
+    return _result(
+        key,
+        QUARANTINE,
+        False,
+        (
             f"{count} {endpoint.name} record(s) the schema cannot hold are quarantined in "
             f"{REJECTED_TABLE} (see sample reasons); fix them at the source, the next "
             "load of a fixed record clears its row."
         ),
-        metadata=metadata,
+        metadata,
     )
 
 
