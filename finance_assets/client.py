@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,13 +66,7 @@ class ClientStats:
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
-            return {
-                "requests": self.requests,
-                "pages": self.pages,
-                "retries": self.retries,
-                "rate_limited": self.rate_limited,
-                "token_requests": self.token_requests,
-            }
+            return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
 
 
 @dataclass(frozen=True)

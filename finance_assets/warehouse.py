@@ -264,23 +264,6 @@ class Writer:
         self._seq = 0
         self.stats = WriteStats(endpoint.name)
 
-    @property
-    def rows_staged(self) -> int:
-        """Parent records received so far, duplicates included."""
-        return self.stats.rows_staged
-
-    @property
-    def distinct_ids(self) -> int:
-        return self.stats.distinct_ids
-
-    @property
-    def inserted(self) -> int:
-        return self.stats.inserted
-
-    @property
-    def updated(self) -> int:
-        return self.stats.updated
-
     def _create_staging(self) -> None:
         ep = self._endpoint
         self._conn.execute(
@@ -574,15 +557,6 @@ class Warehouse:
         except BaseException:
             self.conn.rollback()
             raise
-
-    def write(
-        self, endpoint: Endpoint, pages: Iterator[Sequence[BaseModel]], loaded_at: dt.datetime
-    ) -> WriteStats:
-        """Convenience: stage every page of an iterator in one transaction."""
-        with self.writer(endpoint, loaded_at) as w:
-            for page in pages:
-                w.add(page)
-        return w.stats
 
     def sync_state(self, endpoint: Endpoint) -> SyncState | None:
         """The resource's committed cursor and mode; None before its first sync."""

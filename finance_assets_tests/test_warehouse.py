@@ -297,9 +297,7 @@ def test_rollback_leaves_tables_exactly_as_before(conn) -> None:
         raise RuntimeError("boom")
     assert dump(conn, INVOICES) == before
     # The connection is usable afterwards and no staging table leaked.
-    assert conn.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE temporary"
-    ).fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone() == (0,)
     write(conn, INVOICES, [make(m.Invoice)])
     assert conn.execute("SELECT count(*) FROM finance.invoices").fetchone() == (3,)
 
@@ -422,7 +420,12 @@ def test_validated_loadable_records_with_nulls_load(conn) -> None:
     with Warehouse(conn).writer(INVOICES, LOADED_AT) as w:
         w.add(valid)
         w.reject(rejected)
-    assert (w.rows_staged, w.inserted, w.updated, w.stats.rejected) == (2, 2, 0, 1)
+    assert (w.stats.rows_staged, w.stats.inserted, w.stats.updated, w.stats.rejected) == (
+        2,
+        2,
+        0,
+        1,
+    )
     assert conn.execute("SELECT count(*) FROM finance.invoices").fetchone() == (2,)
     assert conn.execute(
         "SELECT count(*) FROM finance.invoices WHERE customer_name IS NULL"
@@ -501,9 +504,12 @@ def test_value_that_does_not_fit_stages_nothing_of_its_page(conn) -> None:
         with pytest.raises(ValueDoesNotFit, match="quantity"):
             w.add([bad])
         w.add([good])
-    assert dump(conn, INVOICES)["finance.invoices"] == conn.execute(
-        "SELECT * FROM finance.invoices WHERE id = ? ORDER BY ALL", [good.id]
-    ).fetchall()
+    assert (
+        dump(conn, INVOICES)["finance.invoices"]
+        == conn.execute(
+            "SELECT * FROM finance.invoices WHERE id = ? ORDER BY ALL", [good.id]
+        ).fetchall()
+    )
     assert Warehouse(conn).summary(INVOICES).child_rows == {"finance.invoices__line_items": 2}
 
 
