@@ -359,6 +359,45 @@ class Writer:
         self.stats.pages += 1
         self.stats.rows_staged += n
 
+    def add_columns(self, parent: pa.Table, children: dict[str, pa.Table]) -> None:
+        """Stage one page that arrived as validated Arrow columns (the columnar path).
+
+        ``parent`` has the model's columns (``model_columns``) and no undocumented
+        fields; each child table has ``_row`` (the parent's row on the page),
+        ``position`` and the item model's columns.
+        """
+        n = parent.num_rows
+        if not n:
+            return
+        if parent.column("id").null_count:
+            raise ValueError(f"{self._endpoint.name}: a record without id cannot be merged")
+        seqs = pa.array(range(self._seq, self._seq + n), type=pa.int64())
+        columns: dict[str, pa.Array] = {_SEQ: seqs}
+        for spec in self._parent:
+            columns[spec.name] = parent.column(spec.name)
+        columns[EXTRA_COLUMN] = pa.nulls(n, pa.string())
+        ready = [(_stage_name(self._endpoint), columns)]
+        ids = parent.column("id")
+        for child, specs in self._children.items():
+            table = children.get(child)
+            if table is None or not table.num_rows:
+                continue
+            rows = table.column("_row")
+            ccols: dict[str, pa.Array] = {
+                _SEQ: seqs.take(rows),
+                "parent_id": ids.take(rows),
+                "position": table.column("position"),
+            }
+            for spec in specs:
+                ccols[spec.name] = table.column(spec.name)
+            ccols[EXTRA_COLUMN] = pa.nulls(table.num_rows, pa.string())
+            ready.append((_stage_name(self._endpoint, child), ccols))
+        for stage, cols in ready:
+            self._append(stage, cols)
+        self._seq += n
+        self.stats.pages += 1
+        self.stats.rows_staged += n
+
     def seen_range(self, low: str, high: str) -> None:
         """Full refresh: the pass saw every record that existed with ``low <= order key <= high``.
 
