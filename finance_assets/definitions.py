@@ -49,6 +49,9 @@ def build_defs(duckdb_path: str | None = None) -> dg.Definitions:
     database = duckdb_path or os.getenv("FINANCE_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
     return dg.Definitions(
         assets=[finance_assets],
+        # The job is one step (one multi-asset), so a step subprocess buys no parallelism;
+        # running it in the run's own process saves ~1.6 s of start-up per run.
+        executor=dg.in_process_executor,
         jobs=[finance_job, full_refresh_job],
         schedules=[daily_schedule, weekly_full_refresh_schedule],
         resources={

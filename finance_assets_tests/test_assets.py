@@ -279,13 +279,13 @@ def test_a_failing_endpoint_names_itself_and_others_land(make_sandbox, tmp_path)
 
 
 def _daily_job() -> dg.JobDefinition:
-    """The shipped job, rebuilt from the environment in the executor's child process."""
+    """The shipped job (with the shipped executor), rebuilt from the environment."""
     from finance_assets.definitions import build_defs
 
     return build_defs().resolve_job_def("finance_daily")
 
 
-def test_daily_job_on_the_default_executor(make_sandbox, tmp_path, monkeypatch) -> None:
+def test_daily_job_as_shipped(make_sandbox, tmp_path, monkeypatch) -> None:
     sb = make_sandbox(scale=0.05)
     database = tmp_path / "w.duckdb"
     env = {
@@ -320,6 +320,8 @@ def test_definitions_load_with_assets_checks_and_schedule() -> None:
     graph = defs.resolve_asset_graph()
     assert {k.path[-1] for k in graph.get_all_asset_keys()} == {e.name for e in ENDPOINTS}
     assert len(graph.asset_check_keys) == CHECKS_PER_ASSET * len(ENDPOINTS)
+    # One step: it runs in the run's process (no step subprocess to start).
+    assert defs.resolve_job_def("finance_daily").executor_def.name == "in_process"
     schedule = defs.resolve_schedule_def("finance_daily_schedule")
     assert schedule.cron_schedule == "0 3 * * *" and schedule.job_name == "finance_daily"
     for endpoint in ENDPOINTS:
