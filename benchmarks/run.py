@@ -277,7 +277,7 @@ def raw_floor(base_url: str, work: Path) -> Measurement:
 
 def dagster_home(work: Path) -> Path:
     home = work / "dagster_home"
-    home.mkdir(exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     return home
 
@@ -294,6 +294,18 @@ def project(
     env["FINANCE_DUCKDB_PATH"] = str(database)
     env["DAGSTER_HOME"] = str(dagster_home(work))
     return measure(name, base_url, cmd, env, work, records_from=database)
+
+
+def dagster_floor(base_url: str, work: Path) -> Measurement:
+    """The same asset graph doing no work: Dagster's own cost per run."""
+    dagster = Path(sys.executable).with_name("dagster")
+    launcher = [str(dagster)] if dagster.exists() else [sys.executable, "-m", "dagster"]
+    cmd = [*launcher, "asset", "materialize", "-m", "benchmarks.dagster_floor", "--select", "*"]
+    env = dict(os.environ)
+    env["DAGSTER_HOME"] = str(dagster_home(work / "floor"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(RESULTS.parent.parent),
+                                                      env.get("PYTHONPATH")]))
+    return measure("dagster floor (no work)", base_url, cmd, env, work)
 
 
 def dlt_available() -> bool:
@@ -385,6 +397,17 @@ def report(args: argparse.Namespace, results: list[Measurement], startup: float)
         "(not counted).",
         "",
     ]
+    floor = next((r for r in results if r.name == "raw floor" and r.ok), None)
+    fixed = next((r for r in results if r.name.startswith("dagster floor") and r.ok), None)
+    proj = next((r for r in results if r.name == "project" and r.ok), None)
+    if floor and fixed and proj:
+        own = proj.seconds - fixed.seconds
+        lines += [
+            f"The project's own work (project less the Dagster floor): {own:.2f} s = "
+            f"{own / floor.seconds:.2f}x the raw floor; Dagster's fixed cost per run is "
+            f"{fixed.seconds:.2f} s = {fixed.seconds / floor.seconds:.2f}x the raw floor.",
+            "",
+        ]
     if args.rate_limit:
         lines += [f"Throughput against the limit R = {args.rate_limit}/min (wall time, start-up "
                   "included):", ""]
@@ -427,6 +450,8 @@ def main(argv: list[str] | None = None) -> None:
         # Under a rate limit the reference is R itself, and a floor run would spend the
         # window the project is measured in (one window per client): no floor then.
         steps = [] if args.rate_limit else [("raw floor", lambda: raw_floor(base_url, work))]
+        if not args.skip_project:
+            steps.append(("dagster floor", lambda: dagster_floor(base_url, work)))
         database = work / "warehouse.duckdb"
         if not args.skip_project:
             steps.append(
