@@ -147,8 +147,10 @@ def _checked(rule: Rule, values: pa.Array) -> pa.Array | None:
     if kind == "string":
         if rule.pattern and _fails(pc.match_substring_regex(values, rule.pattern)):
             return None
-        if rule.choices and _fails(pc.is_in(values, value_set=pa.array(rule.choices))):
-            return None
+        if rule.choices:  # is_in says false for a null, which the loadable model allows
+            chosen = pc.is_in(values, value_set=pa.array(rule.choices))
+            if _fails(pc.or_(chosen, pc.is_null(values))):
+                return None
         return values
     if kind in ("date", "timestamp"):
         if _fails(pc.match_substring_regex(values, _DATE if kind == "date" else _INSTANT)):
