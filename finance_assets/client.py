@@ -11,7 +11,9 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any, Protocol
@@ -256,28 +258,42 @@ class RefreshTokenAuth(httpx.Auth):
         self._token: str | None = None
         self._expires_at = 0.0
 
+    # A 401 on a token another thread just minted may only mean the others used it up
+    # (some providers cap uses per token); a 401 on one this request minted is final.
+    MAX_REFRESH_ROUNDS = 4
+
     def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
-        token = self.token()
+        token, _ = self._current()
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
-        if response.status_code == 401:
-            request.headers["Authorization"] = f"Bearer {self.token(stale=token)}"
+        for _ in range(self.MAX_REFRESH_ROUNDS):
+            if response.status_code != 401:
+                return
+            token, minted_here = self._current(stale=token)
+            request.headers["Authorization"] = f"Bearer {token}"
             response = yield request
-            if response.status_code == 401:
-                raise AuthError(
-                    f"GET {request.url.path}: the API rejected a freshly issued access token "
-                    "(401); check that FINANCE_API_TOKEN_URL and FINANCE_API_BASE_URL belong "
-                    "to the same provider and that the client may read this resource."
-                )
+            if response.status_code == 401 and minted_here:
+                break
+        if response.status_code == 401:
+            raise AuthError(
+                f"GET {request.url.path}: the API rejected a freshly issued access token "
+                "(401); check that FINANCE_API_TOKEN_URL and FINANCE_API_BASE_URL belong "
+                "to the same provider and that the client may read this resource."
+            )
 
     def token(self, stale: str | None = None) -> str:
         """The cached access token; a new one when absent, near expiry or known ``stale``."""
+        return self._current(stale)[0]
+
+    def _current(self, stale: str | None = None) -> tuple[str, bool]:
+        """The token, and whether this call minted it."""
         with self._lock:
             now = self._transport.clock()
             if self._token is None or now >= self._expires_at or self._token == stale:
                 self._token, lifetime = self._mint()
                 self._expires_at = now + max(0.0, lifetime - self._margin)
-            return self._token
+                return self._token, True
+            return self._token, False
 
     def _mint(self) -> tuple[str, float]:
         response = self._transport.send(
@@ -346,18 +362,26 @@ class FinanceApiClient:
         rate_limit_per_minute: int | None = None,
         max_in_flight: int = 8,
         pace_by_headers: bool = True,
+        prefetch_pages: int = 4,
     ) -> None:
         """``rate_limit_per_minute`` caps requests in any 60 s; ``max_in_flight`` caps
         concurrent requests of threads sharing this client; ``pace_by_headers`` spreads
         the budget the API advertises (X-Rate-Limit-*) so a truthful API never says 429.
+        ``prefetch_pages`` is how many pages of one endpoint may be requested ahead of
+        the consumer (1: strictly one request after the other).
         """
         check_transport(base_url, "FINANCE_API_BASE_URL")
         check_transport(token_url, "FINANCE_API_TOKEN_URL")
         if not 1 <= per_page <= 200:
             raise FinanceApiError(f"per_page={per_page} is outside 1..200; use at most 200.")
+        if prefetch_pages < 1:
+            raise FinanceApiError(
+                f"prefetch_pages={prefetch_pages} is below 1; use 1 to fetch pages one by one."
+            )
         self.base_url = base_url.rstrip("/")
         self.per_page = per_page
         self.max_pages = max_pages
+        self.prefetch_pages = prefetch_pages
         self.stats = ClientStats()
         self.transport = RetryingTransport(retry or RetryPolicy(), self.stats, sleep, clock)
         self.pace_by_headers = pace_by_headers
@@ -436,19 +460,81 @@ class FinanceApiClient:
         stats: ClientStats | None = None,
         fast: FastDecoder | None = None,
     ) -> Iterator[Page]:
-        """Walk ``page=1, 2, ...`` until ``has_more_page`` is false or a page is short/empty."""
-        number = 1
-        while True:
-            if number > self.max_pages:
-                raise FinanceApiError(
-                    f"GET {path}: still more pages after {self.max_pages}; the API never says "
-                    "has_more_page: false. Raise max_pages if the resource really is that large."
-                )
-            page = self.get_page(path, selector, number, modified_since, stats, fast)
+        """Walk ``page=1, 2, ...`` until ``has_more_page`` is false or a page is short/empty.
+
+        The API gives no page count, so a round trip per page would make a large
+        resource cost its latency once per page. Once page 1 is full and says there
+        is more, up to ``prefetch_pages`` later pages are requested ahead (in worker
+        threads, through ``get_page``, so the limiter, retries and token still apply)
+        and yielded strictly in order. Pages past the end are discarded, and so are
+        their errors; a needed page's error is raised when its turn comes.
+        """
+
+        def fetch(number: int) -> Page:
+            return self.get_page(path, selector, number, modified_since, stats, fast)
+
+        page = fetch(self._next_number(path, 0))  # here: a one-page resource costs one request
+        if self._is_last(page) or self.prefetch_pages <= 1:
             yield page
-            if not page.has_more or page.size < self.per_page:
-                return
-            number += 1
+            while not self._is_last(page):
+                page = fetch(self._next_number(path, page.number))
+                yield page
+            return
+        yield from self._prefetched(path, page, fetch)
+
+    def _is_last(self, page: Page) -> bool:
+        """Today's stop rule: the page says no more, or is short (empty included)."""
+        return not page.has_more or page.size < self.per_page
+
+    def _next_number(self, path: str, number: int) -> int:
+        """The page after ``number``, unless that would pass the ``max_pages`` guard."""
+        if number >= self.max_pages:
+            raise FinanceApiError(
+                f"GET {path}: still more pages after {self.max_pages}; the API never says "
+                "has_more_page: false. Raise max_pages if the resource really is that large."
+            )
+        return number + 1
+
+    def _prefetched(self, path: str, first: Page, fetch: Callable[[int], Page]) -> Iterator[Page]:
+        """Yield ``first`` and the pages after it, keeping requests ahead of the consumer.
+
+        At most ``prefetch_pages`` pages are requested or held and not yet yielded, so
+        memory stays bounded and at most ``prefetch_pages - 1`` requests are wasted past
+        the end. The pool is this call's own: on any exit (last page, error, consumer
+        gone) requests not started are cancelled and running ones awaited, so no
+        request outlives the generator.
+        """
+        window = self.prefetch_pages
+        pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="finance-prefetch")
+        ahead: deque[Future[Page]] = deque()  # pages last_asked - len(ahead) + 1 .. last_asked
+        last_asked = first.number
+
+        def top_up(held: int, known: int) -> None:
+            # Page ``known`` exists (the one before it said so); later ones are a guess,
+            # made only while the limiter says requests are cheap.
+            nonlocal last_asked
+            while len(ahead) + held < window and last_asked < self.max_pages:
+                if last_asked >= known and not self.limiter.roomy():
+                    return
+                last_asked += 1
+                ahead.append(pool.submit(fetch, last_asked))
+
+        try:
+            page = first
+            while True:
+                if self._is_last(page):
+                    yield page
+                    return
+                top_up(held=1, known=page.number + 1)  # ``page`` counts until taken
+                yield page
+                top_up(held=0, known=page.number + 1)
+                if not ahead:  # every page up to max_pages was full and said more
+                    self._next_number(path, page.number)
+                page = ahead.popleft().result()  # a needed page: its error is raised
+        finally:
+            for future in ahead:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _decode(response: httpx.Response, what: str) -> dict[str, Any]:

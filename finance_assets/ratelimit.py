@@ -36,6 +36,8 @@ RESET_HEADER = "X-Rate-Limit-Reset"
 # Two readings whose resets differ by less than this belong to the same window
 # (Reset is whole seconds and responses arrive with some delay).
 SAME_WINDOW_SLACK = 2.0
+# An advertised limit from which a run is bound by latency rather than by its budget.
+ROOMY_PER_MINUTE = 600
 
 
 @dataclass
@@ -183,6 +185,18 @@ class RateLimiter:
             with self._lock:
                 if self._blocked_until <= until:  # nobody extended the hold meanwhile
                     self._blocked_until = -math.inf
+
+    def roomy(self) -> bool:
+        """Whether requests are cheap enough to spend on a guess (a page that may not exist).
+
+        Only without a configured cap, with no 429 hold and with an advertised limit of
+        at least ``ROOMY_PER_MINUTE``: under a tight limit (or one never said) a run is
+        bound by the budget, and every wasted request makes it longer.
+        """
+        with self._lock:
+            if self.per_minute is not None or self._blocked_until > self.clock():
+                return False
+            return self._limit is not None and self._limit >= ROOMY_PER_MINUTE * self.period / 60
 
     @property
     def in_flight(self) -> int:

@@ -58,6 +58,12 @@ class FinanceApiResource(dg.ConfigurableResource):
         "(unset: only what the API advertises in X-Rate-Limit-* headers).",
     )
     max_in_flight: int = Field(default=8, ge=1, description="Concurrent API requests at most.")
+    prefetch_pages: int = Field(
+        default=4,
+        ge=1,
+        description="Pages of one endpoint requested ahead of the one being loaded, so a "
+        "large resource does not wait one round trip per page (1: one page at a time).",
+    )
     pace_by_headers: bool = Field(
         default=True,
         description="Spread the budget the API advertises (X-Rate-Limit-Remaining/-Reset) "
@@ -124,6 +130,7 @@ class FinanceApiResource(dg.ConfigurableResource):
             rate_limit_per_minute=self.rate_limit_per_minute,
             max_in_flight=self.max_in_flight,
             pace_by_headers=self.pace_by_headers,
+            prefetch_pages=self.prefetch_pages,
         )
 
 
