@@ -103,13 +103,14 @@ def load_endpoint(
     cursor_used = None if full_refresh or state is None else state.cursor
     full = cursor_used is None
     since = _api_time(cursor_used) if cursor_used else None
-    fetched = 0
+    fetched = loaded_pages = 0
     pass_began: datetime | None = None
     with warehouse.writer(endpoint, loaded_at, full_refresh=full) as writer:
         pages = client.iter_pages(
             endpoint.path, endpoint.data_selector, since, calls, fast=columnar.decoder(endpoint)
         )
         for page in pages:
+            loaded_pages += 1  # (requests also count pages guessed past the end)
             if pass_began is None:
                 pass_began = _server_clock(page, loaded_at)
             valid: list = []
@@ -138,7 +139,7 @@ def load_endpoint(
         cursor_new=cursor_new,
         records_fetched=fetched,
         stats=writer.stats,
-        pages=counts["pages"],
+        pages=loaded_pages,
         requests=counts["requests"],
         retries=counts["retries"],
         rate_limited=counts["rate_limited"],
