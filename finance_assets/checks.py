@@ -8,7 +8,7 @@ do not exist yet are reported as such instead of raising.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,8 @@ PRIMARY_KEY = "primary_key"
 QUARANTINE = "quarantine"
 REJECTED_TABLE = f"{SCHEMA}._rejected"  # written by the warehouse, read here
 SAMPLE_SIZE = 5
+# Hash of a key for the cheap uniqueness test; any collision only costs the exact count.
+KEY_HASH = "hash({})"
 
 CoercibleAssetKey = dg.AssetKey | str | Sequence[str]
 
@@ -87,21 +89,38 @@ def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.Ass
     ]
 
 
+# ---------- catalog ----------
+@dataclass(frozen=True)
+class Catalog:
+    """A snapshot of the warehouse catalog: what the checks may query, read in one go."""
+
+    database: str  # the connection's database, for ``in_catalog``
+    columns: Mapping[str, frozenset[str]]  # ``finance.<table>`` -> its column names
+
+
+def read_catalog(conn: duckdb.DuckDBPyConnection) -> Catalog:
+    """Database name and every ``finance`` table's columns, in one query.
+
+    ``duckdb_columns()`` is cheaper than ``information_schema.columns`` (a view over
+    the same catalog: tables and views). A caller that runs no DDL between assets
+    can read it once per run and pass it to :func:`run_checks`.
+    """
+    rows = conn.execute(
+        "SELECT current_database(), table_name, column_name FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = ?",
+        [SCHEMA],
+    ).fetchall()
+    if not rows:  # no table yet; the name is still needed
+        return Catalog(current_catalog(conn), {})
+    out: dict[str, set[str]] = {}
+    for _, table, column in rows:
+        out.setdefault(f"{SCHEMA}.{table}", set()).add(column)
+    return Catalog(str(rows[0][0]), {t: frozenset(c) for t, c in out.items()})
+
+
 # ---------- helpers ----------
 def _tables(endpoint: Endpoint) -> list[str]:
     return [table_name(endpoint), *(child_table_name(endpoint, c) for c in endpoint.children)]
-
-
-def _existing_columns(conn: duckdb.DuckDBPyConnection, catalog: str) -> dict[str, set[str]]:
-    rows = conn.execute(
-        "SELECT table_name, column_name FROM information_schema.columns "
-        "WHERE table_catalog = ? AND table_schema = ?",
-        [catalog, SCHEMA],
-    ).fetchall()
-    out: dict[str, set[str]] = {}
-    for table, column in rows:
-        out.setdefault(f"{SCHEMA}.{table}", set()).add(column)
-    return out
 
 
 @dataclass(frozen=True)
@@ -117,6 +136,11 @@ class _Table:
             return f"{{'parent_id': {q(PARENT_ID_COLUMN)}, 'position': {q(POSITION_COLUMN)}}}"
         return q("id")
 
+    @property
+    def required(self) -> list[str]:
+        """Columns the model documents as non-nullable."""
+        return [s.name for s in self.specs if not s.nullable]
+
 
 def _plan(endpoint: Endpoint) -> list[_Table]:
     out = [_Table(table_name(endpoint), list(model_columns(endpoint.model)), False)]
@@ -124,6 +148,108 @@ def _plan(endpoint: Endpoint) -> list[_Table]:
         specs = [s for s in child_column_specs(item_model) if s.from_model]
         out.append(_Table(child_table_name(endpoint, child), specs, True))
     return out
+
+
+@dataclass
+class _Scan:
+    """What one query learnt about one existing table, for all three checks."""
+
+    rows: int
+    missing: list[str]  # non-nullable columns absent from the table
+    nulls: list[tuple[str, int]]  # (non-nullable column, NULL count) in column order
+    keys: dict[str, Any]  # the primary-key stats of that table (see ``_scan``)
+
+
+def _key_stats(
+    conn: duckdb.DuckDBPyConnection, fq: str, name: str, key: list[str], sample: str
+) -> dict[str, Any]:
+    """Rows, rows with a NULL key part, duplicated keys (count, extra rows, samples).
+
+    The exact GROUP BY, run only when ``_scan``'s cheap test cannot rule problems out.
+    """
+    cols = ", ".join(q(c) for c in key)
+    any_null = " OR ".join(f"{q(c)} IS NULL" for c in key)
+    row = conn.execute(
+        f"""
+        WITH dup AS (
+            SELECT {cols}, count(*) AS n FROM {fq}
+            WHERE NOT ({any_null}) GROUP BY ALL HAVING count(*) > 1
+        )
+        SELECT (SELECT count(*) FROM {fq}),
+               (SELECT count(*) FROM {fq} WHERE {any_null}),
+               count(*), coalesce(sum(n - 1), 0), min({sample}, {SAMPLE_SIZE})
+        FROM dup
+        """
+    ).fetchone()
+    assert row is not None
+    rows, nulls, dup_keys, extra_rows, samples = row
+    return {
+        "table": name,
+        "rows": int(rows),
+        "null_keys": int(nulls),
+        "duplicate_keys": int(dup_keys),
+        "duplicate_extra_rows": int(extra_rows),
+        "sample_duplicates": list(samples or []),
+    }
+
+
+def _scan(
+    conn: duckdb.DuckDBPyConnection,
+    database: str,
+    t: _Table,
+    columns: frozenset[str],
+    key: list[str],
+    key_sample: str,
+    parent: tuple[str, str] | None = None,
+) -> _Scan:
+    """Rows, NULLs per non-nullable column, key health (and orphans) in one query.
+
+    One round trip per table instead of one per check. ``count(col)`` (non-NULL
+    values) is several times cheaper than ``count(*) FILTER (WHERE col IS NULL)``,
+    and ``count(DISTINCT hash(key))`` than a GROUP BY on the key: equal keys hash
+    equally, so as many distinct hashes as rows, with no NULL key part, proves the
+    key unique. Otherwise (a NULL, a duplicate, or a hash collision) ``_key_stats``
+    counts exactly. ``parent`` is (parent table, its key) for a child table, whose
+    orphans (``parent_id`` not in the parent) an anti join counts.
+    """
+    fq = in_catalog(database, t.name)
+    present = [c for c in t.required if c in columns]
+    counted = list(dict.fromkeys([*key, *present]))
+    hashed = KEY_HASH.format(", ".join(q(c) for c in key))
+    aggregates = ", ".join(
+        ["count(*)", f"count(DISTINCT {hashed})", *(f"count({q(c)})" for c in counted)]
+    )
+    orphans = ""
+    if parent is not None:
+        parent_fq, parent_key = in_catalog(database, parent[0]), q(parent[1])
+        orphans = (
+            f", (SELECT count(*), min({t.sample}, {SAMPLE_SIZE}) FROM {fq} c ANTI JOIN "
+            f"{parent_fq} p ON c.{q(PARENT_ID_COLUMN)} = p.{parent_key})"
+        )
+    row = conn.execute(f"SELECT * FROM (SELECT {aggregates} FROM {fq}){orphans}").fetchone()
+    assert row is not None
+    rows, distinct_keys = int(row[0]), int(row[1])
+    non_null = dict(zip(counted, (int(n) for n in row[2 : 2 + len(counted)]), strict=True))
+    orphan = row[2 + len(counted) :]
+    if distinct_keys == rows and all(non_null[c] == rows for c in key):
+        keys: dict[str, Any] = {
+            "table": t.name,
+            "rows": rows,
+            "null_keys": 0,
+            "duplicate_keys": 0,
+            "duplicate_extra_rows": 0,
+            "sample_duplicates": [],
+        }
+    else:
+        keys = _key_stats(conn, fq, t.name, key, key_sample)
+    if orphan:
+        keys["orphan_rows"], keys["sample_orphans"] = int(orphan[0]), list(orphan[1] or [])
+    return _Scan(
+        rows=rows,
+        missing=[c for c in t.required if c not in columns],
+        nulls=[(c, rows - non_null[c]) for c in present],
+        keys=keys,
+    )
 
 
 def _absent(endpoint: Endpoint, key: dg.AssetKey, check: str) -> dg.AssetCheckResult:
@@ -168,38 +294,35 @@ def _fmt_samples(samples: list[Any]) -> str:
 # ---------- nullability ----------
 def _nullability(
     conn: duckdb.DuckDBPyConnection,
-    endpoint: Endpoint,
     key: dg.AssetKey,
-    catalog: str,
-    existing: dict[str, set[str]],
+    database: str,
+    plan: list[_Table],
+    scans: dict[str, _Scan],
 ) -> dg.AssetCheckResult:
-    """Count NULLs of every non-nullable column, one scan per table; sample offending rows."""
+    """NULLs of every non-nullable column (counted by ``_scan``); sample offending rows."""
 
     failures: list[dict[str, Any]] = []
     rows_per_table: dict[str, int | None] = {}
     checked = 0
-    for t in _plan(endpoint):
-        columns = [s.name for s in t.specs if not s.nullable]
-        checked += len(columns)
-        if t.name not in existing:
+    for t in plan:
+        checked += len(t.required)
+        scan = scans.get(t.name)
+        if scan is None:
             rows_per_table[t.name] = None
             failures.append({"table": t.name, "column": "*", "problem": "table missing"})
             continue
-        missing = [c for c in columns if c not in existing[t.name]]
-        failures += [{"table": t.name, "column": c, "problem": "column missing"} for c in missing]
-        columns = [c for c in columns if c in existing[t.name]]
-        counts = ", ".join(f"count(*) FILTER (WHERE {q(c)} IS NULL)" for c in columns)
-        fq = in_catalog(catalog, t.name)
-        row = conn.execute(f"SELECT count(*), {counts} FROM {fq}").fetchone()
-        assert row is not None
-        rows_per_table[t.name] = int(row[0])
-        failing = [(c, int(n)) for c, n in zip(columns, row[1:], strict=True) if n]
+        failures += [
+            {"table": t.name, "column": c, "problem": "column missing"} for c in scan.missing
+        ]
+        rows_per_table[t.name] = scan.rows
+        failing = [(c, n) for c, n in scan.nulls if n]
         if not failing:
             continue
         # Second scan only on failure: a few smallest row keys per failing column.
         samples = ", ".join(
             f"min({t.sample}, {SAMPLE_SIZE}) FILTER (WHERE {q(c)} IS NULL)" for c, _ in failing
         )
+        fq = in_catalog(database, t.name)
         sample_row = conn.execute(f"SELECT {samples} FROM {fq}").fetchone()
         assert sample_row is not None
         for (column, n), sample in zip(failing, sample_row, strict=True):
@@ -242,61 +365,15 @@ def _nullability(
 
 
 # ---------- primary key ----------
-def _key_stats(
-    conn: duckdb.DuckDBPyConnection, catalog: str, name: str, key: list[str], sample: str
-) -> dict[str, Any]:
-    """Rows, rows with a NULL key part, duplicated keys (count, extra rows, samples)."""
-    table = in_catalog(catalog, name)
-    cols = ", ".join(q(c) for c in key)
-    any_null = " OR ".join(f"{q(c)} IS NULL" for c in key)
-    row = conn.execute(
-        f"""
-        WITH dup AS (
-            SELECT {cols}, count(*) AS n FROM {table}
-            WHERE NOT ({any_null}) GROUP BY ALL HAVING count(*) > 1
-        )
-        SELECT (SELECT count(*) FROM {table}),
-               (SELECT count(*) FROM {table} WHERE {any_null}),
-               count(*), coalesce(sum(n - 1), 0), min({sample}, {SAMPLE_SIZE})
-        FROM dup
-        """
-    ).fetchone()
-    assert row is not None
-    rows, nulls, dup_keys, extra_rows, samples = row
-    return {
-        "table": name,
-        "rows": int(rows),
-        "null_keys": int(nulls),
-        "duplicate_keys": int(dup_keys),
-        "duplicate_extra_rows": int(extra_rows),
-        "sample_duplicates": list(samples or []),
-    }
-
-
 def _primary_key(
-    conn: duckdb.DuckDBPyConnection,
-    endpoint: Endpoint,
-    key: dg.AssetKey,
-    catalog: str,
-    existing: dict[str, set[str]],
+    endpoint: Endpoint, key: dg.AssetKey, plan: list[_Table], scans: dict[str, _Scan]
 ) -> dg.AssetCheckResult:
     """``id`` non-null and unique; child (parent_id, position) unique and pointing at a parent."""
-    parent = table_name(endpoint)
-
     pk = endpoint.primary_key
-    stats = [_key_stats(conn, catalog, parent, [pk], q(pk))]
-    for t in _plan(endpoint)[1:]:
-        if t.name not in existing:
-            stats.append({"table": t.name, "problem": "table missing"})
-            continue
-        s = _key_stats(conn, catalog, t.name, [PARENT_ID_COLUMN, POSITION_COLUMN], t.sample)
-        orphan = conn.execute(
-            f"SELECT count(*), min({t.sample}, {SAMPLE_SIZE}) FROM {in_catalog(catalog, t.name)} c "
-            f"ANTI JOIN {in_catalog(catalog, parent)} p ON c.{q(PARENT_ID_COLUMN)} = p.{q(pk)}"
-        ).fetchone()
-        assert orphan is not None
-        s["orphan_rows"], s["sample_orphans"] = int(orphan[0]), list(orphan[1] or [])
-        stats.append(s)
+    stats = [scans[plan[0].name].keys]
+    for t in plan[1:]:
+        scan = scans.get(t.name)
+        stats.append(scan.keys if scan else {"table": t.name, "problem": "table missing"})
 
     def bad(s: dict[str, Any]) -> bool:
         return bool(
@@ -336,26 +413,22 @@ def _primary_key(
 
 # ---------- quarantine ----------
 def _quarantine(
-    conn: duckdb.DuckDBPyConnection,
-    endpoint: Endpoint,
-    key: dg.AssetKey,
-    catalog: str,
-    existing: dict[str, set[str]],
+    conn: duckdb.DuckDBPyConnection, endpoint: Endpoint, key: dg.AssetKey, catalog: Catalog
 ) -> dg.AssetCheckResult:
-    """Fail (ERROR) while ``finance._rejected`` holds rows of this resource; name count and why."""
+    """Fail (ERROR) while ``finance._rejected`` holds rows of this resource; name count and why.
+
+    One query: the window count is taken before ORDER BY/LIMIT cut the samples.
+    """
     count, samples = 0, []
-    if REJECTED_TABLE in existing:
-        quarantine = in_catalog(catalog, REJECTED_TABLE)
-        row = conn.execute(
-            f"SELECT count(*) FROM {quarantine} WHERE resource = ?", [endpoint.name]
-        ).fetchone()
-        assert row is not None
-        count = int(row[0])
-        samples = conn.execute(
-            f"SELECT id, reason FROM {quarantine} WHERE resource = ? "
+    if REJECTED_TABLE in catalog.columns:
+        rows = conn.execute(
+            f"SELECT id, reason, count(*) OVER () "
+            f"FROM {in_catalog(catalog.database, REJECTED_TABLE)} WHERE resource = ? "
             f"ORDER BY id NULLS LAST LIMIT {SAMPLE_SIZE}",
             [endpoint.name],
         ).fetchall()
+        count = int(rows[0][2]) if rows else 0
+        samples = [(i, r) for i, r, _ in rows]
     metadata: dict[str, Any] = {
         "quarantined": dg.MetadataValue.int(count),
         "table": dg.MetadataValue.text(REJECTED_TABLE),
@@ -380,21 +453,46 @@ def _quarantine(
     )
 
 
-# name -> check, in the order of ``check_specs``
-CHECKS = {NULLABILITY: _nullability, PRIMARY_KEY: _primary_key, QUARANTINE: _quarantine}
+# the check names, in the order of ``check_specs``
+CHECKS = (NULLABILITY, PRIMARY_KEY, QUARANTINE)
 
 
 def run_checks(
-    conn: duckdb.DuckDBPyConnection, endpoint: Endpoint, asset_key: CoercibleAssetKey
+    conn: duckdb.DuckDBPyConnection,
+    endpoint: Endpoint,
+    asset_key: CoercibleAssetKey,
+    *,
+    catalog: Catalog | None = None,
 ) -> list[dg.AssetCheckResult]:
     """Every check of a resource, in the order of ``check_specs``.
 
-    The catalog is read once for all of them; a table never materialized gets a
-    WARN result per check instead of an error.
+    One query per table feeds both the nullability and the primary-key check, one
+    more the quarantine check, and the catalog is read once (or passed in from
+    :func:`read_catalog`, to read it once per run). A table never materialized
+    gets a WARN result per check instead of an error.
     """
     key = dg.AssetKey.from_coercible(asset_key)
-    catalog = current_catalog(conn)
-    existing = _existing_columns(conn, catalog)
-    if table_name(endpoint) not in existing:
+    if catalog is None:
+        catalog = read_catalog(conn)
+    plan = _plan(endpoint)
+    parent = plan[0].name
+    if parent not in catalog.columns:
         return [_absent(endpoint, key, name) for name in CHECKS]
-    return [check(conn, endpoint, key, catalog, existing) for check in CHECKS.values()]
+    db, pk = catalog.database, endpoint.primary_key
+    scans = {parent: _scan(conn, db, plan[0], catalog.columns[parent], [pk], q(pk))}
+    for t in plan[1:]:
+        if t.name in catalog.columns:
+            scans[t.name] = _scan(
+                conn,
+                db,
+                t,
+                catalog.columns[t.name],
+                [PARENT_ID_COLUMN, POSITION_COLUMN],
+                t.sample,
+                parent=(parent, pk),
+            )
+    return [
+        _nullability(conn, key, db, plan, scans),
+        _primary_key(endpoint, key, plan, scans),
+        _quarantine(conn, endpoint, key, catalog),
+    ]
