@@ -148,6 +148,7 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
             warehouse = Warehouse(conn)
             for endpoint in selected:  # DDL up front: concurrent CREATEs would conflict
                 warehouse.ensure_tables(endpoint)
+            catalog = checks.read_catalog(conn)  # no DDL on finance tables from here on
 
             def load(endpoint: Endpoint) -> LoadReport:
                 with conn.cursor() as own:  # a connection of its own: its own transaction
@@ -176,7 +177,7 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
                     )
                     yield _materialization(endpoint, report, warehouse.row_count(endpoint))
                     key = asset_key(endpoint)
-                    for result in checks.run_checks(conn, endpoint, key):
+                    for result in checks.run_checks(conn, endpoint, key, catalog=catalog):
                         if dg.AssetCheckKey(key, result.check_name) in wanted_checks:
                             yield result
         if failures:
