@@ -414,7 +414,7 @@ def report(args: argparse.Namespace, results: list[Measurement], startup: float)
         lines += [
             f"- {r.name}: {r.api_requests / r.seconds * 60:.1f} requests/min = "
             f"{r.api_requests / r.seconds * 60 / args.rate_limit:.2f} R, {r.rate_limited} 429s"
-            for r in results if r.seconds
+            for r in results if r.seconds and r.api_requests
         ]
         lines.append("")
     notes = [f"- {r.name}: {r.note}" for r in results if r.note]
