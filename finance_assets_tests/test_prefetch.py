@@ -182,21 +182,18 @@ def three_pages(page: int, *, past_end: Answer, delay: float = 0.0) -> Answer:
 
 def test_prefetch_overlaps_requests_and_yields_the_same_pages_in_order(make_sandbox) -> None:
     sb = make_sandbox(scale=0.05, latency=0.05)
-    results: dict[int, tuple[list[Page], float, Gauge]] = {}
+    results: dict[int, tuple[list[Page], Gauge]] = {}
     for prefetch in (1, 4):
         with client_for(sb, per_page=10, prefetch_pages=prefetch) as client:
             gauge = gauge_pages(client)
-            started = time.perf_counter()
             pages = list(client.iter_pages(INVOICES.path, INVOICES.data_selector))
-            results[prefetch] = (pages, time.perf_counter() - started, gauge)
-    (one, one_seconds, one_gauge), (four, four_seconds, four_gauge) = results[1], results[4]
+            results[prefetch] = (pages, gauge)
+    (one, one_gauge), (four, four_gauge) = results[1], results[4]
     assert [p.number for p in four] == list(range(1, 21)) == [p.number for p in one]
     assert [r for p in four for r in p.records] == [r for p in one for r in p.records]
     assert [r for p in four for r in p.records] == sb.records("invoices")
     assert one_gauge.most == 1
     assert four_gauge.most == 4  # requests really overlapped, and never more than asked
-    # 20 pages at 50 ms: about 1 s one by one, about 0.3 s four at a time
-    assert four_seconds < one_seconds / 2
 
 
 def test_concurrent_endpoints_on_one_client_each_get_their_own_records(make_sandbox) -> None:
