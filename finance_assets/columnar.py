@@ -288,3 +288,38 @@ def decoder(endpoint: Endpoint) -> Decoder | None:
         return Decoder(endpoint)
     except Unsupported:
         return None
+
+
+class PassDecoder:
+    """One pass's use of a decoder, which stops trying where it keeps declining.
+
+    An API that sends an undocumented field on every record would make the columnar
+    path parse each page only to decline it. After ``patience`` declines in a row it
+    tries only one page in ``every`` (the field may be on a few records only); a page
+    it takes resets the count. Declined pages cost nothing but time: they go through
+    pydantic as always. (Counters may race across prefetch threads; it is a heuristic.)
+    """
+
+    def __init__(self, decode: Decoder, patience: int = 8, every: int = 16) -> None:
+        self._decode = decode
+        self._patience = patience
+        self._every = every
+        self.declined_in_row = 0
+        self.tried = 0
+        self.skipped = 0
+
+    def __call__(self, body: bytes) -> ColumnarPage | None:
+        if self.declined_in_row >= self._patience:
+            self.skipped += 1
+            if self.skipped % self._every:
+                return None
+        self.tried += 1
+        page = self._decode(body)
+        self.declined_in_row = 0 if page is not None else self.declined_in_row + 1
+        return page
+
+
+def for_pass(endpoint: Endpoint) -> PassDecoder | None:
+    """A fresh per-pass decoder for the endpoint (None: its model is not mirrored)."""
+    decode = decoder(endpoint)
+    return PassDecoder(decode) if decode is not None else None

@@ -329,3 +329,21 @@ def test_fast_path_takes_most_sandbox_pages(make_sandbox) -> None:
             more = json.loads(body)["page_context"]["has_more_page"]
             page += 1
     assert taken > total / 2, (taken, total)
+
+
+def test_a_pass_stops_trying_where_every_page_is_declined() -> None:
+    """An API with an undocumented field on every record: after a few declines the
+    pass parses only a sample of pages twice; a page taken again resumes the fast path."""
+    endpoint = next(e for e in ENDPOINTS if e.name == "contacts")
+    records = _records(endpoint, 10)
+    extra = envelope(endpoint, [render({**r, "cf_everywhere": 1}) for r in records])
+    clean = envelope(endpoint, [render(r) for r in records])
+    decode = columnar.for_pass(endpoint)
+    assert decode is not None
+    assert all(decode(extra) is None for _ in range(200))
+    assert decode.tried <= 8 + 200 // 16 + 1  # 8 in a row, then one page in 16
+    while decode(clean) is None:  # skipped until the next sampled page
+        pass
+    tried = decode.tried
+    assert all(decode(clean) is not None for _ in range(5))
+    assert decode.tried == tried + 5  # taken again: every page is tried
