@@ -29,6 +29,7 @@ from finance_assets.schema import (
     model_columns,
     q,
     table_name,
+    table_names,
 )
 
 NULLABILITY = "nullability"
@@ -59,7 +60,7 @@ def column_schema(endpoint: Endpoint) -> dg.TableSchema:
 def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.AssetCheckSpec]:
     """The three checks every resource asset declares."""
     key = dg.AssetKey.from_coercible(asset_key)
-    tables = ", ".join(_tables(endpoint))
+    tables = ", ".join(table_names(endpoint))
     return [
         dg.AssetCheckSpec(
             NULLABILITY,
@@ -119,10 +120,6 @@ def read_catalog(conn: duckdb.DuckDBPyConnection) -> Catalog:
 
 
 # ---------- helpers ----------
-def _tables(endpoint: Endpoint) -> list[str]:
-    return [table_name(endpoint), *(child_table_name(endpoint, c) for c in endpoint.children)]
-
-
 @dataclass(frozen=True)
 class _Table:
     name: str

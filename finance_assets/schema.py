@@ -65,6 +65,11 @@ def child_table_name(endpoint: Endpoint, field: str) -> str:
     return f"{SCHEMA}.{_ident(endpoint.name)}__{_ident(field)}"
 
 
+def table_names(endpoint: Endpoint) -> list[str]:
+    """The resource's parent table, then its child tables."""
+    return [table_name(endpoint), *(child_table_name(endpoint, c) for c in endpoint.children)]
+
+
 def q(name: str) -> str:
     """Quote an identifier for SQL (``date`` and ``position`` are keywords)."""
     return '"' + name.replace('"', '""') + '"'

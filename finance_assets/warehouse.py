@@ -42,6 +42,7 @@ from finance_assets.schema import (
     model_columns,
     q,
     table_name,
+    table_names,
 )
 
 __all__ = [
@@ -555,9 +556,10 @@ class Writer:
         )
 
     def _merge(self, loaded_at: dt.datetime) -> None:
-        """Set-wise upsert: winners per id, delete their old rows and children, insert."""
-        for stage in list(self._buffers):
-            self._flush(stage)
+        """Set-wise upsert: winners per id, delete their old rows and children, insert.
+
+        Every page is staged by now (``Warehouse.writer`` flushes before the transaction).
+        """
         ep, conn = self._endpoint, self._conn
         target = in_catalog(self._catalog, table_name(ep))
         stage, win = self._staged[_stage_name(ep)], f"{_stage_name(ep)}__win"
@@ -751,7 +753,7 @@ class Warehouse:
     def summary(self, endpoint: Endpoint) -> ResourceSummary:
         """Row counts of the parent and child tables in one query (None for absent tables)."""
         present = self.existing_tables()
-        names = [table_name(endpoint), *(child_table_name(endpoint, c) for c in endpoint.children)]
+        names = table_names(endpoint)
         counted = [t for t in names if t in present]
         counts: dict[str, int | None] = dict.fromkeys(names)
         if counted:

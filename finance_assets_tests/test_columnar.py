@@ -22,7 +22,7 @@ from finance_assets import columnar
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.sandbox.data import Generator
 from finance_assets.sandbox.store import render
-from finance_assets.schema import child_table_name, table_name
+from finance_assets.schema import table_names
 from finance_assets.validation import validate_page
 from finance_assets.warehouse import REJECTED_TABLE, Warehouse
 
@@ -226,7 +226,7 @@ def _bodies(endpoint: Endpoint, base: list[Record]) -> dict[str, bytes]:
 
 
 def _tables(conn: duckdb.DuckDBPyConnection, endpoint: Endpoint) -> dict[str, list[tuple]]:
-    names = [table_name(endpoint), *(child_table_name(endpoint, c) for c in endpoint.children)]
+    names = table_names(endpoint)
     out = {
         t: conn.execute(f"SELECT * EXCLUDE (_loaded_at) FROM {t} ORDER BY id").fetchall()
         if t == names[0]
