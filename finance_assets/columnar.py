@@ -6,11 +6,12 @@ from the number's own text, never through a float. The page is then validated wi
 vectorised checks that mirror the loadable pydantic model.
 
 The fast path only takes a page it can vouch for: every record has every field
-(an absent field is an error for the model, a null is not), no undocumented
-fields, every value of the kind and within the bounds the model demands. For
-anything else (and for any model this module does not understand) it answers
-None, and the caller decodes and validates record by record with pydantic, which
-also explains each problem. Both paths stage identical rows; tests hold them to it.
+(an absent field is an error for the model, a null is not), every value of the
+kind and within the bounds the model demands. Undocumented fields are kept as
+``_extra`` JSON text, exactly as the pydantic path keeps them. For anything else
+(and for any model this module does not understand) it answers None, and the
+caller decodes and validates record by record with pydantic, which also explains
+each problem. Both paths stage identical rows; tests hold them to it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+import json
 import typing
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,7 +34,8 @@ from pydantic.fields import FieldInfo
 
 from finance_assets.endpoints import Endpoint
 from finance_assets.models import DecimalType
-from finance_assets.schema import _unwrap, model_columns
+from finance_assets.schema import EXTRA_COLUMN, _unwrap, model_columns
+from finance_assets.warehouse import extras_json
 
 POSITION, ROW = "position", "_row"
 _DATE = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
@@ -125,11 +128,16 @@ def rules(model: type[BaseModel]) -> tuple[Rule, ...]:
 
 @dataclass(frozen=True)
 class ColumnarPage:
-    """A page the fast path vouches for: staged-ready columns (see ``Writer.add_columns``)."""
+    """A page the fast path vouches for: staged-ready columns (see ``Writer.add_columns``).
+
+    Tables end with an ``_extra`` column; ``extras`` says whether the body had any
+    key beyond the documented ones (which is what makes a page cost more to read).
+    """
 
     parent: pa.Table
     children: dict[str, pa.Table]
     has_more: bool
+    extras: bool = False
 
     @property
     def size(self) -> int:
@@ -209,6 +217,10 @@ def _validated(
     return columns, children
 
 
+def _extra(mapping: dict[str, Any], known: frozenset[str]) -> str | None:
+    return extras_json({k: v for k, v in mapping.items() if k not in known})
+
+
 class Decoder:
     """Decodes one endpoint's page bodies; see the module docstring."""
 
@@ -216,11 +228,15 @@ class Decoder:
         self.endpoint = endpoint
         self.rules = rules(endpoint.model)
         self._columns = [s.name for s in model_columns(endpoint.model)]
+        self._known = frozenset(r.name for r in self.rules)
+        self._lists = tuple(
+            (r.name, frozenset(i.name for i in r.items)) for r in self.rules if r.items is not None
+        )
         context = pa.struct(
             [("page", pa.int64()), ("per_page", pa.int64()), ("has_more_page", pa.bool_())]
         )
         record = pa.struct([(r.name, r.read) for r in self.rules])
-        self._schema = pa.schema(
+        schema = pa.schema(
             [
                 ("code", pa.int64()),
                 ("message", pa.string()),
@@ -228,19 +244,21 @@ class Decoder:
                 ("page_context", context),
             ]
         )
-        self._envelope_keys = len(self._schema) + context.num_fields
+        self._strict = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+        self._lenient = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        self._envelope_keys = len(schema) + context.num_fields
 
-    def __call__(self, body: bytes) -> ColumnarPage | None:
-        """The page as validated columns, or None when the fast path cannot vouch for it."""
-        try:
-            table = pj.read_json(
-                io.BytesIO(body),
-                read_options=pj.ReadOptions(use_threads=False, block_size=len(body) + 1),
-                parse_options=pj.ParseOptions(
-                    explicit_schema=self._schema, unexpected_field_behavior="error"
-                ),
-            )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OverflowError):
+    def __call__(self, body: bytes, expect_extras: bool = False) -> ColumnarPage | None:
+        """The page as validated columns, or None when the fast path cannot vouch for it.
+
+        The strict read refuses undocumented keys, so a count of keys proves every
+        field present. A body it refuses (or any body, with ``expect_extras``) is read
+        again ignoring them, and then checked key by key on ``json.loads``'s objects,
+        which also give the undocumented fields' ``_extra`` text.
+        """
+        table = None if expect_extras else self._read(body, self._strict)
+        strict = table is not None
+        if table is None and (table := self._read(body, self._lenient)) is None:
             return None
         if table.num_rows != 1 or table.column("code")[0].as_py() != 0:
             return None
@@ -257,19 +275,47 @@ class Decoder:
         columns, children = level
         if columns["id"].null_count:
             return None  # the slow path quarantines it with its reason
-        if not self._every_key_present(body, len(records), children):
+        n = len(records)
+        if strict:
+            if not self._every_key_present(body, n, children):
+                return None
+            extras: tuple[pa.Array, dict[str, pa.Array]] | None = (pa.nulls(n, pa.string()), {})
+        else:
+            extras = self._extras(body, n, children)
+            if extras is None:
+                return None
+        parent_extra, child_extras = extras
+        parent = pa.table({**{c: columns[c] for c in self._columns}, EXTRA_COLUMN: parent_extra})
+        children = {
+            name: table.append_column(
+                EXTRA_COLUMN, child_extras.get(name, pa.nulls(table.num_rows, pa.string()))
+            )
+            for name, table in children.items()
+        }
+        has_more = bool(context["has_more_page"].as_py())
+        found = bool(parent_extra.null_count < n or any(
+            a.null_count < len(a) for a in child_extras.values()
+        ))
+        return ColumnarPage(parent, children, has_more, extras=found)
+
+    @staticmethod
+    def _read(body: bytes, options: pj.ParseOptions) -> pa.Table | None:
+        try:
+            return pj.read_json(
+                io.BytesIO(body),
+                read_options=pj.ReadOptions(use_threads=False, block_size=len(body) + 1),
+                parse_options=options,
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OverflowError):
             return None
-        parent = pa.table({name: columns[name] for name in self._columns})
-        has_more = context["has_more_page"].as_py()
-        return ColumnarPage(parent, children, bool(has_more))
 
     def _every_key_present(self, body: bytes, records: int, children: dict[str, pa.Table]) -> bool:
         """Every object has every field: absent and null look alike once parsed.
 
-        The reader refused unknown and repeated keys, so each object has at most its
-        fields, and all have them exactly when the body holds as many keys as the
-        objects have fields together. A key ends with ``":``; inside a string that
-        text can only follow a backslash (a quote there is escaped), and no field
+        The strict reader refused unknown and repeated keys, so each object has at
+        most its fields, and all have them exactly when the body holds as many keys
+        as the objects have fields together. A key ends with ``":``; inside a string
+        that text can only follow a backslash (a quote there is escaped), and no field
         name ends with one. (Whitespace before a colon lowers the count, which only
         sends the page to the slow path.)
         """
@@ -279,6 +325,40 @@ class Decoder:
                 table = children.get(rule.name)
                 expected += (table.num_rows if table is not None else 0) * len(rule.items)
         return body.count(b'":') - body.count(b'\\":') == expected
+
+    def _extras(
+        self, body: bytes, records: int, children: dict[str, pa.Table]
+    ) -> tuple[pa.Array, dict[str, pa.Array]] | None:
+        """``_extra`` text of each record and item, or None if one lacks a documented field.
+
+        ``json.loads`` sees the objects as the slow path does (a repeated undocumented
+        key keeps its last value; the reader refused repeated documented ones).
+        """
+        try:
+            doc = json.loads(body, parse_float=Decimal)
+        except ValueError:
+            return None
+        listed = doc.get(self.endpoint.data_selector) if isinstance(doc, dict) else None
+        if not isinstance(listed, list) or len(listed) != records:
+            return None
+        known, width = self._known, len(self._known)
+        parent: list[str | None] = []
+        items: dict[str, list[str | None]] = {name: [] for name, _ in self._lists}
+        for record in listed:
+            if not isinstance(record, dict) or not record.keys() >= known:
+                return None
+            parent.append(_extra(record, known) if len(record) > width else None)
+            for name, item_known in self._lists:
+                out, item_width = items[name], len(item_known)
+                for item in record[name] or ():
+                    if not isinstance(item, dict) or not item.keys() >= item_known:
+                        return None
+                    out.append(_extra(item, item_known) if len(item) > item_width else None)
+        for name, texts in items.items():
+            if name not in children or len(texts) != children[name].num_rows:
+                return None
+        as_text = {name: pa.array(texts, pa.string()) for name, texts in items.items()}
+        return pa.array(parent, pa.string()), as_text
 
 
 @functools.cache
@@ -291,19 +371,23 @@ def decoder(endpoint: Endpoint) -> Decoder | None:
 
 
 class PassDecoder:
-    """One pass's use of a decoder, which stops trying where it keeps declining.
+    """One pass's use of a decoder: it reads as the last pages suggest, and stops
+    trying where it keeps declining.
 
-    An API that sends an undocumented field on every record would make the columnar
-    path parse each page only to decline it. After ``patience`` declines in a row it
-    tries only one page in ``every`` (the field may be on a few records only); a page
-    it takes resets the count. Declined pages cost nothing but time: they go through
-    pydantic as always. (Counters may race across prefetch threads; it is a heuristic.)
+    Where the last page had undocumented fields, the next is read leniently at once
+    (an API that adds fields tends to add them to every record), which spares a
+    strict read that would fail. An API whose pages the fast path cannot take would
+    have each parsed only to be declined: after ``patience`` declines in a row it
+    tries only one page in ``every``; a page it takes resets the count. Declined
+    pages cost nothing but time: they go through pydantic as always. (Counters may
+    race across prefetch threads; it is a heuristic.)
     """
 
     def __init__(self, decode: Decoder, patience: int = 8, every: int = 16) -> None:
         self._decode = decode
         self._patience = patience
         self._every = every
+        self._expect_extras = False
         self.declined_in_row = 0
         self.tried = 0
         self.skipped = 0
@@ -314,8 +398,10 @@ class PassDecoder:
             if self.skipped % self._every:
                 return None
         self.tried += 1
-        page = self._decode(body)
+        page = self._decode(body, self._expect_extras)
         self.declined_in_row = 0 if page is not None else self.declined_in_row + 1
+        if page is not None:
+            self._expect_extras = page.extras
         return page
 
 

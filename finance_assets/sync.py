@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from finance_assets import columnar
 from finance_assets.client import ClientStats, FinanceApiClient, Page
 from finance_assets.endpoints import Endpoint
@@ -55,15 +58,25 @@ def _api_time(instant: datetime) -> str:
     return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _order_keys(page: Page, records: list) -> list[str]:
-    """Order keys of the page's loaded records (validated models or columnar rows)."""
-    if page.fast is not None:
-        table = page.fast.parent
-        pairs = zip(
-            table.column("created_time").to_pylist(), table.column("id").to_pylist(), strict=True
-        )
-        return [order_key(t, i) for t, i in pairs if t is not None]
-    return [order_key(r.created_time, r.id) for r in records if r.created_time is not None]
+def _key_range(page: Page, records: list) -> tuple[str, str] | None:
+    """Lowest and highest order key of the page's loaded records (None: no created_time).
+
+    On columns only the rows at the earliest and latest instant are keyed in Python.
+    """
+    if page.fast is None:
+        keys = [order_key(r.created_time, r.id) for r in records if r.created_time is not None]
+        return (min(keys), max(keys)) if keys else None
+    table = page.fast.parent
+    times = table.column("created_time")
+    ends = pc.min_max(times)
+    if not ends["min"].is_valid:
+        return None
+
+    def keys_at(instant: pa.Scalar) -> list[str]:
+        ids = table.column("id").filter(pc.equal(times, instant)).to_pylist()
+        return [order_key(instant.as_py(), i) for i in ids]
+
+    return min(keys_at(ends["min"])), max(keys_at(ends["max"]))
 
 
 def _seen_range(page: Page, records: list, is_last: bool) -> tuple[str, str] | None:
@@ -73,13 +86,13 @@ def _seen_range(page: Page, records: list, is_last: bool) -> tuple[str, str] | N
     end; an empty page 1 proves the list empty. An empty later page proves nothing
     (a deletion may have shifted its first record onto a page already read).
     """
-    keys = _order_keys(page, records)
     if not page.size:
         return (LOWEST_KEY, HIGHEST_KEY) if page.number == 1 else None
-    if not keys:
+    keys = _key_range(page, records)
+    if keys is None:
         return None
-    low = LOWEST_KEY if page.number == 1 else min(keys)
-    high = HIGHEST_KEY if is_last and not page.has_more else max(keys)
+    low = LOWEST_KEY if page.number == 1 else keys[0]
+    high = HIGHEST_KEY if is_last and not page.has_more else keys[1]
     return low, high
 
 

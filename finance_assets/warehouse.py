@@ -58,6 +58,7 @@ __all__ = [
     "child_table_name",
     "column_specs",
     "extra_json",
+    "extras_json",
     "order_key",
     "summary_rows",
     "table_name",
@@ -154,10 +155,14 @@ def _json(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
-def extra_json(model: BaseModel) -> str | None:
-    """Undocumented fields of a record as JSON text (exact numbers, sorted keys); None if none."""
-    extra = model.model_extra
+def extras_json(extra: dict[str, Any] | None) -> str | None:
+    """Undocumented fields as JSON text (exact numbers, sorted keys); None if none."""
     return _json(extra) if extra else None
+
+
+def extra_json(model: BaseModel) -> str | None:
+    """A validated record's undocumented fields as ``extras_json`` text."""
+    return extras_json(model.model_extra)
 
 
 # ---------- Arrow columns ----------
@@ -470,9 +475,9 @@ class Writer:
     def add_columns(self, parent: pa.Table, children: dict[str, pa.Table]) -> None:
         """Stage one page that arrived as validated Arrow columns (the columnar path).
 
-        ``parent`` has the model's columns (``model_columns``) and no undocumented
-        fields; each child table has ``_row`` (the parent's row on the page),
-        ``position`` and the item model's columns.
+        ``parent`` has the model's columns (``model_columns``) and ``_extra``; each
+        child table has ``_row`` (the parent's row on the page), ``position``, the
+        item model's columns and ``_extra``.
         """
         n = parent.num_rows
         if not n:
@@ -483,7 +488,7 @@ class Writer:
         columns: dict[str, pa.Array] = {_SEQ: seqs}
         for spec in self._parent:
             columns[spec.name] = parent.column(spec.name)
-        columns[EXTRA_COLUMN] = pa.nulls(n, pa.string())
+        columns[EXTRA_COLUMN] = parent.column(EXTRA_COLUMN)
         ready = [(_stage_name(self._endpoint), columns)]
         ids = parent.column("id")
         for child, specs in self._children.items():
@@ -498,7 +503,7 @@ class Writer:
             }
             for spec in specs:
                 ccols[spec.name] = table.column(spec.name)
-            ccols[EXTRA_COLUMN] = pa.nulls(table.num_rows, pa.string())
+            ccols[EXTRA_COLUMN] = table.column(EXTRA_COLUMN)
             ready.append((_stage_name(self._endpoint, child), ccols))
         self._stage(ready, n)
 
