@@ -248,15 +248,17 @@ class Decoder:
         self._lenient = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
         self._envelope_keys = len(schema) + context.num_fields
 
-    def __call__(self, body: bytes, expect_extras: bool = False) -> ColumnarPage | None:
+    def __call__(self, body: bytes, lenient: bool = False) -> ColumnarPage | None:
         """The page as validated columns, or None when the fast path cannot vouch for it.
 
         The strict read refuses undocumented keys, so a count of keys proves every
-        field present. A body it refuses (or any body, with ``expect_extras``) is read
-        again ignoring them, and then checked key by key on ``json.loads``'s objects,
-        which also give the undocumented fields' ``_extra`` text.
+        field present; it stops at the first such key, so where an API adds fields
+        to every record it costs little. A body it refuses (any body, with
+        ``lenient``: tests hold both reads to one result) is read again ignoring
+        them, then checked key by key on ``json.loads``'s objects, which also give
+        the undocumented fields' ``_extra`` text (the GIL is held for that part).
         """
-        table = None if expect_extras else self._read(body, self._strict)
+        table = None if lenient else self._read(body, self._strict)
         strict = table is not None
         if table is None and (table := self._read(body, self._lenient)) is None:
             return None
@@ -371,23 +373,19 @@ def decoder(endpoint: Endpoint) -> Decoder | None:
 
 
 class PassDecoder:
-    """One pass's use of a decoder: it reads as the last pages suggest, and stops
-    trying where it keeps declining.
+    """One pass's use of a decoder, which stops trying where it keeps declining.
 
-    Where the last page had undocumented fields, the next is read leniently at once
-    (an API that adds fields tends to add them to every record), which spares a
-    strict read that would fail. An API whose pages the fast path cannot take would
-    have each parsed only to be declined: after ``patience`` declines in a row it
-    tries only one page in ``every``; a page it takes resets the count. Declined
-    pages cost nothing but time: they go through pydantic as always. (Counters may
-    race across prefetch threads; it is a heuristic.)
+    An API whose pages the fast path cannot take would have each parsed only to be
+    declined. After ``patience`` declines in a row it tries only one page in
+    ``every``; a page it takes resets the count. Declined pages cost nothing but
+    time: they go through pydantic as always. (Counters may race across prefetch
+    threads; it is a heuristic.)
     """
 
     def __init__(self, decode: Decoder, patience: int = 8, every: int = 16) -> None:
         self._decode = decode
         self._patience = patience
         self._every = every
-        self._expect_extras = False
         self.declined_in_row = 0
         self.tried = 0
         self.skipped = 0
@@ -398,10 +396,8 @@ class PassDecoder:
             if self.skipped % self._every:
                 return None
         self.tried += 1
-        page = self._decode(body, self._expect_extras)
+        page = self._decode(body)
         self.declined_in_row = 0 if page is not None else self.declined_in_row + 1
-        if page is not None:
-            self._expect_extras = page.extras
         return page
 
 
