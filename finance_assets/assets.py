@@ -150,11 +150,15 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
                 warehouse.ensure_tables(endpoint)
             catalog = checks.read_catalog(conn)  # no DDL on finance tables from here on
 
-            def load(endpoint: Endpoint) -> LoadReport:
+            def load(endpoint: Endpoint) -> tuple[LoadReport, int, list[dg.AssetCheckResult]]:
+                """Load, count and check one endpoint, all in this worker thread: the main
+                thread only hands the results to Dagster (its event writes need the GIL)."""
                 with conn.cursor() as own:  # a connection of its own: its own transaction
-                    return load_endpoint(
-                        client, Warehouse(own), endpoint, config.full_refresh, margin
-                    )
+                    wh = Warehouse(own)
+                    report = load_endpoint(client, wh, endpoint, config.full_refresh, margin)
+                    key = asset_key(endpoint)
+                    results = checks.run_checks(own, endpoint, key, catalog=catalog)
+                    return report, wh.row_count(endpoint), results
 
             margin = timedelta(seconds=config.cursor_margin_seconds)
             workers = min(config.parallel_endpoints, len(selected)) or 1
@@ -163,7 +167,7 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
                 for future in as_completed(futures):
                     endpoint = futures[future]
                     try:
-                        report = future.result()
+                        report, rows, results = future.result()
                     except Exception as exc:  # noqa: BLE001 - reported per endpoint below
                         failures.append(f"{endpoint.name}: {exc}")
                         context.log.error(f"{endpoint.name} failed and was left as it was: {exc}")
@@ -175,9 +179,9 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
                         f"{report.stats.rejected} rejected, {report.retries} retries, "
                         f"{report.seconds:.2f}s"
                     )
-                    yield _materialization(endpoint, report, warehouse.row_count(endpoint))
+                    yield _materialization(endpoint, report, rows)
                     key = asset_key(endpoint)
-                    for result in checks.run_checks(conn, endpoint, key, catalog=catalog):
+                    for result in results:
                         if dg.AssetCheckKey(key, result.check_name) in wanted_checks:
                             yield result
         if failures:
