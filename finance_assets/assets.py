@@ -17,7 +17,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from finance_assets import checks
+from finance_assets import checks, columnar
 from finance_assets.client import FinanceApiError
 from finance_assets.duckdb_lock import WarehouseBusyError, locked_connection
 from finance_assets.endpoints import ENDPOINTS, Endpoint
@@ -119,6 +119,13 @@ def _open_warehouse(duckdb: DuckDBResource, config: SyncConfig) -> AbstractConte
     )
 
 
+def load_order(warehouse: Warehouse, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
+    """Largest first, so the longest pass is not the last to start: by the rows the
+    warehouse holds, then (a first load) by the endpoint's ``high_volume`` hint."""
+    held = warehouse.row_estimates()
+    return sorted(endpoints, key=lambda e: (-held.get(table_name(e), 0), not e.high_volume))
+
+
 def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.AssetsDefinition:
     """The multi-asset over ``endpoints``; each asset can be materialized alone."""
 
@@ -140,6 +147,7 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
         wanted_checks = context.selected_asset_check_keys
         failures: list[str] = []
         with ExitStack() as opened:
+            opened.enter_context(columnar.system_allocator())
             try:  # a setup error is the run's headline, in one sentence
                 client = opened.enter_context(finance_api.client())
                 conn = opened.enter_context(_open_warehouse(duckdb, config))
@@ -163,7 +171,7 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
             margin = timedelta(seconds=config.cursor_margin_seconds)
             workers = min(config.parallel_endpoints, len(selected)) or 1
             with ThreadPoolExecutor(workers, thread_name_prefix="finance-endpoint") as pool:
-                futures = {pool.submit(load, endpoint): endpoint for endpoint in selected}
+                futures = {pool.submit(load, e): e for e in load_order(warehouse, selected)}
                 for future in as_completed(futures):
                     endpoint = futures[future]
                     try:

@@ -800,6 +800,15 @@ class Warehouse:
         ).fetchall()
         return {f"{SCHEMA}.{r[0]}" for r in rows}
 
+    def row_estimates(self) -> dict[str, int]:
+        """Rows per table of the ``finance`` schema from DuckDB's catalog (no table scan)."""
+        rows = self.conn.execute(
+            "SELECT table_name, estimated_size FROM duckdb_tables() "
+            "WHERE database_name = ? AND schema_name = ?",
+            [self.catalog, SCHEMA],
+        ).fetchall()
+        return {f"{SCHEMA}.{name}": int(size or 0) for name, size in rows}
+
     def row_count(self, endpoint: Endpoint) -> int:
         """Rows in the parent table (0 when it does not exist)."""
         if table_name(endpoint) not in self.existing_tables():

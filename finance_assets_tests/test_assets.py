@@ -11,12 +11,13 @@ import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from finance_assets.assets import asset_key, build_finance_assets
+from finance_assets.assets import asset_key, build_finance_assets, load_order
 from finance_assets.checks import check_specs
 from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
 from finance_assets.models import DecimalType
 from finance_assets.resources import FinanceApiResource
 from finance_assets.sandbox import Sandbox
+from finance_assets.warehouse import Warehouse, table_name
 
 SCALE = 0.1
 CHECKS_PER_ASSET = len(check_specs(ENDPOINTS[0], asset_key(ENDPOINTS[0])))
@@ -328,3 +329,21 @@ def test_definitions_load_with_assets_checks_and_schedule() -> None:
         spec = graph.get(asset_key(endpoint))
         assert spec.group_name == "finance" and spec.kinds >= {"duckdb"}
         assert spec.metadata["dagster/table_name"] == f"finance.{endpoint.name}"
+
+
+def test_load_order_starts_the_largest_first(tmp_path) -> None:
+    """A first load goes by the high-volume hint; later runs by the rows held."""
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        wh = Warehouse(conn)
+        first = load_order(wh, ENDPOINTS)
+        hinted = [e.name for e in ENDPOINTS if e.high_volume]
+        assert [e.name for e in first[: len(hinted)]] == hinted
+        assert sorted(e.name for e in first) == sorted(e.name for e in ENDPOINTS)
+        for endpoint in ENDPOINTS:
+            wh.ensure_tables(endpoint)
+        for name, rows in (("items", 30), ("contacts", 50), ("invoices", 10)):
+            table = table_name(BY_NAME[name])
+            conn.execute(f"INSERT INTO {table} (id) SELECT range FROM range({rows})")
+        later = [e.name for e in load_order(wh, ENDPOINTS)]
+        assert later[:3] == ["contacts", "items", "invoices"]
+        assert later[3:6] == [n for n in hinted if n != "invoices"][:3]
