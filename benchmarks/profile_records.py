@@ -7,7 +7,8 @@ the project's per-record path on the bytes in memory, endpoint by endpoint, as
 ``sync.load_endpoint`` does: the columnar decoder first, and for the pages it
 declines ``json.loads(parse_float=Decimal)``, ``validation.validate_page`` and
 ``warehouse.Writer.add``; then the writer's merge on exit, into a temporary DuckDB
-file (one thread: the figures are CPU cost, not wall time of a concurrent load).
+file (one endpoint at a time from one Python thread, DuckDB with its own threads:
+the figures are the path's cost, not the wall time of a concurrent load).
 Prints seconds per stage and, with ``--cprofile N``, the N costliest functions.
 """
 
