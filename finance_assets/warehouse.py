@@ -128,7 +128,12 @@ def _cols(specs: Sequence[ColumnSpec]) -> str:
 
 
 # ---------- JSON for _extra: exact numbers, sorted keys ----------
+_quote = json.encoder.encode_basestring  # json.dumps(text, ensure_ascii=False), in C
+
+
 def _json(value: Any) -> str:
+    if isinstance(value, str):  # the commonest, first
+        return _quote(value)
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -140,12 +145,9 @@ def _json(value: Any) -> str:
         return str(int(value))
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else json.dumps(str(value))
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, dict):
         items = sorted((str(k), v) for k, v in value.items())
-        body = ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_json(v)}" for k, v in items)
-        return "{" + body + "}"
+        return "{" + ",".join(f"{_quote(k)}:{_json(v)}" for k, v in items) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_json(v) for v in value) + "]"
     if isinstance(value, BaseModel):

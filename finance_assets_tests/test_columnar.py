@@ -383,3 +383,27 @@ def test_a_pages_key_range_is_the_same_from_columns_and_models() -> None:
     assert _key_range(Page(2, None, False, None, columnar.decoder(endpoint)(  # type: ignore[misc]
         envelope(endpoint, [render({**r, "created_time": None}) for r in records[:3]])
     )), []) is None
+
+
+def test_undocumented_fields_on_every_record_and_line_take_the_fast_path() -> None:
+    """An API that adds fields everywhere (as real ones do) stays on the columnar path,
+    and stages what pydantic would: the fields in ``_extra``, exact."""
+    endpoint = next(e for e in ENDPOINTS if e.name == "invoices")
+    records = _records(endpoint, 30)
+    for k, record in enumerate(records):
+        record["cf_region"] = {"code": "EMEA", "weight": Decimal(f"0.{k:02d}0")}
+        for line in record["line_items"]:
+            line["project_code"] = f"P-{k}"
+    body = envelope(endpoint, [render(r) for r in records])
+    page = columnar.decoder(endpoint)(body)  # type: ignore[misc]
+    assert page is not None and page.extras
+    slow = _slow(endpoint, body)
+    assert slow is not None and not slow[1]
+    fast_conn, slow_conn = duckdb.connect(), duckdb.connect()
+    with Warehouse(fast_conn).writer(endpoint, LOADED_AT) as fast_writer:
+        fast_writer.add_columns(page.parent, page.children)
+    with Warehouse(slow_conn).writer(endpoint, LOADED_AT) as slow_writer:
+        slow_writer.add(slow[0])
+    assert _tables(fast_conn, endpoint) == _tables(slow_conn, endpoint)
+    extras = fast_conn.execute("SELECT _extra FROM finance.invoices ORDER BY id").fetchall()
+    assert extras[0] == ('{"cf_region":{"code":"EMEA","weight":0.000}}',)

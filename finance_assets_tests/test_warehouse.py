@@ -27,6 +27,7 @@ from finance_assets.warehouse import (
     Writer,
     child_table_name,
     extra_json,
+    extras_json,
     summary_rows,
     table_name,
 )
@@ -347,6 +348,18 @@ def test_persists_across_connections(tmp_path) -> None:
 
 
 # ---------- _extra ----------
+def test_extras_json_is_sorted_compact_json_with_exact_numbers() -> None:
+    """What ``json.dumps`` would write (sorted keys, compact, unicode kept), except that
+    decimals are written from their own digits."""
+    plain = {"b": ["ü東京\n\t\"\\ \u2028 \x01", None, True, False, -3, 2.5, {"z": 1, "a": "é"}],
+             "a": "x", "\u00e9": []}
+    assert extras_json(plain) == json.dumps(
+        plain, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
+    assert extras_json({"n": Decimal("0.10"), "e": Decimal("1E+2")}) == '{"e":1E+2,"n":0.10}'
+    assert extras_json({}) is None and extras_json(None) is None
+
+
 def test_extra_fields_exact_on_parents_and_children(conn) -> None:
     raw = json.loads(
         '{"z_big": 12345678901234567890.123456789, "a_nested": {"b": [1, 0.10, null], "a": "x"},'
