@@ -20,7 +20,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from finance_assets.client import ClientStats, FinanceApiClient, FinanceApiError, Page
+from finance_assets.client import (
+    GUESS_AHEAD_AFTER,
+    ClientStats,
+    FinanceApiClient,
+    FinanceApiError,
+    Page,
+)
 from finance_assets.endpoints import BY_NAME, ENDPOINTS
 from finance_assets.resources import FinanceApiResource
 from finance_assets.sandbox import Sandbox
@@ -29,6 +35,9 @@ INVOICES = BY_NAME["invoices"]  # 200 records at scale 0.05
 
 
 def client_for(sb: Sandbox, **kwargs: Any) -> FinanceApiClient:
+    """A client that guesses pages ahead at any round trip (unless told otherwise): the
+    loopback sandbox answers faster than ``GUESS_AHEAD_AFTER``."""
+    kwargs.setdefault("guess_ahead_after", 0.0)
     return FinanceApiClient(
         sb.base_url, sb.token_url, sb.client_id, sb.client_secret, sb.refresh_token, **kwargs
     )
@@ -149,6 +158,7 @@ class ScriptedApi(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
     def client(self, **kwargs: Any) -> FinanceApiClient:
+        kwargs.setdefault("guess_ahead_after", 0.0)  # as ``client_for``
         return FinanceApiClient(self.url, self.url + "/token", "a", "b", "c", **kwargs)
 
 
@@ -281,6 +291,29 @@ def test_no_guessed_pages_when_requests_are_not_cheap(make_sandbox, limits) -> N
     assert sb.stats()["api_requests"] == len(pages) == 20
     assert seen.most == 1  # one page ahead at most, never a guess
     assert sb.stats()["rate_limited"] == 0
+
+
+@pytest.mark.parametrize(
+    ("latency", "after"), [(0.0, 10.0), (0.06, GUESS_AHEAD_AFTER)], ids=["near", "far"]
+)
+def test_pages_are_guessed_ahead_only_where_round_trips_are_slow(
+    make_sandbox, latency: float, after: float
+) -> None:
+    """Where round trips are faster than ``guess_ahead_after`` only the page known to
+    exist is asked ahead (more threads would only trade the GIL); where they are slower
+    (60 ms against the shipped ``GUESS_AHEAD_AFTER``), pages past it are guessed too."""
+    sb = make_sandbox(scale=0.05, latency=latency)
+    with client_for(sb, per_page=10, guess_ahead_after=after) as client:
+        gauge = gauge_pages(client)
+        ahead = []
+        for taken, _page in enumerate(client.iter_pages(INVOICES.path, "invoices"), start=1):
+            time.sleep(0.02)  # the fetches run ahead while the consumer works
+            ahead.append(gauge.started - taken)
+    if latency:
+        assert max(ahead) == client.prefetch_pages - 1  # guessed pages, up to the window
+    else:
+        assert max(ahead) == 1  # the next page only
+        assert sb.stats()["api_requests"] == 20  # no guess wasted past the end
 
 
 def test_pages_ahead_of_a_slow_consumer_stay_within_prefetch(make_sandbox) -> None:
