@@ -62,7 +62,9 @@ class FinanceApiResource(dg.ConfigurableResource):
         default=4,
         ge=1,
         description="Pages of one endpoint requested ahead of the one being loaded, so a "
-        "large resource does not wait one round trip per page (1: one page at a time).",
+        "large resource does not wait one round trip per page (1: one page at a time). "
+        "The next page is always asked ahead; pages past it only where a round trip takes "
+        "over 25 ms and the API's limit is ample.",
     )
     pace_by_headers: bool = Field(
         default=True,
