@@ -508,6 +508,11 @@ class FinanceApiClient:
             )
         return number + 1
 
+    def _guessing_pays(self) -> bool:
+        """A page that may not exist is worth asking for: round trips are slow and the
+        limiter says requests are cheap."""
+        return self._round_trip > self.guess_ahead_after and self.limiter.roomy()
+
     def _prefetched(self, path: str, first: Page, fetch: Callable[[int], Page]) -> Iterator[Page]:
         """Yield ``first`` and the pages after it, keeping requests ahead of the consumer.
 
@@ -523,13 +528,10 @@ class FinanceApiClient:
         last_asked = first.number
 
         def top_up(held: int, known: int) -> None:
-            # Page ``known`` exists (the one before it said so); later ones are a guess,
-            # made only where round trips are slow and the limiter says requests are cheap.
+            # Page ``known`` exists (the one before it said so); later ones are a guess.
             nonlocal last_asked
             while len(ahead) + held < window and last_asked < self.max_pages:
-                if last_asked >= known and not (
-                    self._round_trip > self.guess_ahead_after and self.limiter.roomy()
-                ):
+                if last_asked >= known and not self._guessing_pays():
                     return
                 last_asked += 1
                 ahead.append(pool.submit(fetch, last_asked))

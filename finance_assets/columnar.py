@@ -283,23 +283,22 @@ class Decoder:
         if strict:
             if not self._every_key_present(body, n, children):
                 return None
-            extras: tuple[pa.Array, dict[str, pa.Array]] | None = (pa.nulls(n, pa.string()), {})
+            parent_extra = pa.nulls(n, pa.string())
+            child_extras = {name: pa.nulls(t.num_rows, pa.string()) for name, t in children.items()}
         else:
             extras = self._extras(body, n, children)
             if extras is None:
                 return None
-        parent_extra, child_extras = extras
+            parent_extra, child_extras = extras
         parent = pa.table({**{c: columns[c] for c in self._columns}, EXTRA_COLUMN: parent_extra})
         children = {
-            name: table.append_column(
-                EXTRA_COLUMN, child_extras.get(name, pa.nulls(table.num_rows, pa.string()))
-            )
-            for name, table in children.items()
+            name: t.append_column(EXTRA_COLUMN, child_extras[name]) for name, t in children.items()
         }
         has_more = bool(context["has_more_page"].as_py())
-        found = bool(parent_extra.null_count < n or any(
-            a.null_count < len(a) for a in child_extras.values()
-        ))
+        found = not strict and (
+            parent_extra.null_count < n
+            or any(a.null_count < len(a) for a in child_extras.values())
+        )
         return ColumnarPage(parent, children, has_more, extras=found)
 
     @staticmethod

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -256,9 +256,9 @@ def _stage_name(endpoint: Endpoint, child: str | None = None) -> str:
 # tables) in memory, so staging a whole resource inside the merge transaction made peak
 # memory grow with the resource. Only the final merge is one (short) transaction.
 STAGING_SCHEMA = "_finance_staging"
-# Staging tables of writers running in this process. Another process cannot be writing
-# the same file (DuckDB allows one writing process), so any other staging table is the
-# leftover of a crashed run and the next writer drops it.
+# Staging tables (qualified names) of writers running in this process. Another process
+# cannot be writing the same file (DuckDB allows one writing process), so any other
+# staging table is the leftover of a crashed run and the next writer drops it.
 _ACTIVE_STAGING: set[str] = set()
 _ACTIVE_LOCK = threading.Lock()
 _DDL_ATTEMPTS = 10  # concurrent CREATE SCHEMA IF NOT EXISTS can meet a write-write conflict
@@ -272,10 +272,9 @@ FLUSH_ROWS = 10_000
 _MERGE_SETTINGS = {"write_buffer_row_group_count": 1}
 
 
-def _staging_table(catalog: str, stage: str, token: str) -> tuple[str, str]:
-    """(bare name, qualified name) of one writer's staging table for a logical stage."""
-    name = f"{stage}__{token}"
-    return name, in_catalog(catalog, f"{q(STAGING_SCHEMA)}.{q(name)}")
+def _staging_table(catalog: str, name: str) -> str:
+    """The qualified name of a table of the staging schema."""
+    return in_catalog(catalog, f"{q(STAGING_SCHEMA)}.{q(name)}")
 
 
 def _create_staging_schema(conn: duckdb.DuckDBPyConnection, catalog: str) -> None:
@@ -296,13 +295,12 @@ def _drop_leftover_staging(conn: duckdb.DuckDBPyConnection, catalog: str) -> Non
         "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = ?",
         [catalog, STAGING_SCHEMA],
     ).fetchall()
+    tables = [_staging_table(catalog, name) for (name,) in rows]
     with _ACTIVE_LOCK:
-        leftovers = [name for (name,) in rows if name not in _ACTIVE_STAGING]
-    for name in leftovers:  # suppress: another writer may be dropping it right now
+        leftovers = [fq for fq in tables if fq not in _ACTIVE_STAGING]
+    for fq in leftovers:  # suppress: another writer may be dropping it right now
         with suppress(duckdb.Error):
-            conn.execute(
-                f"DROP TABLE IF EXISTS {in_catalog(catalog, f'{q(STAGING_SCHEMA)}.{q(name)}')}"
-            )
+            conn.execute(f"DROP TABLE IF EXISTS {fq}")
 
 
 @contextmanager
@@ -330,14 +328,14 @@ def _session_settings(conn: duckdb.DuckDBPyConnection, settings: dict[str, int])
                     conn.execute(f"SET SESSION {name} = {int(previous)}")
 
 
-def _drop_staging(conn: duckdb.DuckDBPyConnection, tables: dict[str, str]) -> None:
-    """Drop one writer's staging tables (bare name -> qualified name), each in autocommit.
+def _drop_staging(conn: duckdb.DuckDBPyConnection, tables: Collection[str], drop: bool) -> None:
+    """Release one writer's staging tables; ``drop`` them first (each in autocommit).
 
     Best effort: the data is committed (or rolled back) by now and must not fail for
     this; a table left behind is a leftover the next writer drops.
     """
     try:
-        for fq in tables.values():
+        for fq in tables if drop else ():
             with suppress(duckdb.Error):
                 conn.execute(f"DROP TABLE IF EXISTS {fq}")
     finally:
@@ -386,21 +384,19 @@ class Writer:
         self._children = {f: list(model_columns(m)) for f, m in endpoint.children.items()}
         self._seq = 0
         self.stats = WriteStats(endpoint.name)
-        # Staging tables of this writer (logical stage -> qualified name, bare name -> same);
-        # the token keeps writers of the same resource on other cursors apart.
+        # Staging tables of this writer (logical stage -> qualified name); the token keeps
+        # writers of the same resource on other cursors apart.
         token = uuid.uuid4().hex[:12]
         logical = [_stage_name(endpoint, "_rejected"), _stage_name(endpoint)]
         logical += [_stage_name(endpoint, child) for child in self._children]
-        named = {stage: _staging_table(self._catalog, stage, token) for stage in logical}
-        self._staged = {stage: fq for stage, (_, fq) in named.items()}
-        self._staging = dict(named.values())
+        self._staged = {s: _staging_table(self._catalog, f"{s}__{token}") for s in logical}
 
     def _create_staging(self) -> None:
         """Create this writer's staging tables (autocommit), first dropping crashed leftovers."""
         ep, conn, staged = self._endpoint, self._conn, self._staged
         _create_staging_schema(conn, self._catalog)
         with _ACTIVE_LOCK:
-            _ACTIVE_STAGING.update(self._staging)
+            _ACTIVE_STAGING.update(self._staged.values())
         _drop_leftover_staging(conn, self._catalog)
         ddl = ", ".join(f"{q(s.name)} {s.sql_type}" for s in self._parent)
         tables = {
@@ -421,6 +417,11 @@ class Writer:
         self._buffers.setdefault(stage, []).append(page)
         self._buffered[stage] = self._buffered.get(stage, 0) + page.num_rows
         if self._buffered[stage] >= self._flush_rows:
+            self._flush(stage)
+
+    def _flush_all(self) -> None:
+        """Stage every page still buffered (before the merge transaction)."""
+        for stage in list(self._buffers):
             self._flush(stage)
 
     def _flush(self, stage: str) -> None:
@@ -763,8 +764,7 @@ class Warehouse:
         try:
             w._create_staging()
             yield w
-            for stage in list(w._buffers):  # the last pages, still outside the transaction
-                w._flush(stage)
+            w._flush_all()  # the last pages, still outside the transaction
             with _session_settings(self.conn, _MERGE_SETTINGS):
                 self.conn.begin()
                 try:
@@ -772,15 +772,15 @@ class Warehouse:
                     w._merge(loaded_at)
                     # Dropped in this transaction, so a checkpoint the commit triggers does
                     # not write staged rows to the file (a first load's commits: -25%).
-                    for fq in w._staging.values():
+                    for fq in w._staged.values():
                         self.conn.execute(f"DROP TABLE {fq}")
                     self.conn.commit()
                 except BaseException:
                     self.conn.rollback()
                     raise
             w.stats.committed = True
-        finally:
-            _drop_staging(self.conn, w._staging)
+        finally:  # committed: the merge transaction dropped them already
+            _drop_staging(self.conn, list(w._staged.values()), drop=not w.stats.committed)
 
     def sync_state(self, endpoint: Endpoint) -> SyncState | None:
         """The resource's committed cursor and mode; None before its first sync."""
