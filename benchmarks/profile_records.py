@@ -30,6 +30,7 @@ import httpx
 
 from finance_assets import columnar
 from finance_assets.endpoints import ENDPOINTS, Endpoint
+from finance_assets.records.page_columns import columns_from_records
 from finance_assets.sandbox import Sandbox, SandboxConfig
 from finance_assets.validation import validate_page
 from finance_assets.warehouse import Warehouse
@@ -81,20 +82,20 @@ def load(endpoint: Endpoint, bodies: list[bytes], warehouse: Warehouse,
             t1 = clock()
             spent["columnar decode + checks (all pages)"] += t1 - t
             if page is not None:
-                writer.add_columns(page.parent, page.children)
-                spent["Writer.add_columns (stage)"] += clock() - t1
+                writer.add(page.columns)
+                spent["Writer.add (stage)"] += clock() - t1
                 continue
             t = clock()
             records = json.loads(content, parse_float=Decimal)[endpoint.data_selector]
             t1 = clock()
             valid, bad = validate_page(endpoint.model, records)
             t2 = clock()
-            writer.add(valid)
+            writer.add(columns_from_records(endpoint, valid))
             writer.reject(bad)
             t3 = clock()
             spent["pydantic path: json.loads, Decimal"] += t1 - t
             spent["pydantic path: validate_page"] += t2 - t1
-            spent["pydantic path: Writer.add"] += t3 - t2
+            spent["pydantic path: columns, Writer.add"] += t3 - t2
         t_exit = clock()
     spent["merge + commit (writer exit)"] += clock() - t_exit
 

@@ -22,8 +22,9 @@ from finance_assets.client import FinanceApiError
 from finance_assets.duckdb_lock import WarehouseBusyError, locked_connection
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.resources import FinanceApiResource
+from finance_assets.schema import table_name
 from finance_assets.sync import DEFAULT_MARGIN, LoadReport, load_endpoint
-from finance_assets.warehouse import Warehouse, table_name
+from finance_assets.warehouse import Warehouse
 
 GROUP = "finance"
 

@@ -19,6 +19,7 @@ from finance_assets.endpoints import Endpoint
 from finance_assets.schema import (
     PARENT_ID_COLUMN,
     POSITION_COLUMN,
+    REJECTED_TABLE,
     SCHEMA,
     ColumnSpec,
     child_column_specs,
@@ -35,7 +36,6 @@ from finance_assets.schema import (
 NULLABILITY = "nullability"
 PRIMARY_KEY = "primary_key"
 QUARANTINE = "quarantine"
-REJECTED_TABLE = f"{SCHEMA}._rejected"  # written by the warehouse, read here
 SAMPLE_SIZE = 5
 # Hash of a key for the cheap uniqueness test; any collision only costs the exact count.
 KEY_HASH = "hash({})"

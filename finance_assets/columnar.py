@@ -36,10 +36,10 @@ from pydantic.fields import FieldInfo
 
 from finance_assets.endpoints import Endpoint
 from finance_assets.models import DecimalType
-from finance_assets.schema import EXTRA_COLUMN, _unwrap, model_columns
-from finance_assets.warehouse import extras_json
+from finance_assets.records.json_text import undocumented_fields_json
+from finance_assets.records.page_columns import PageColumns
+from finance_assets.schema import EXTRA_COLUMN, POSITION_COLUMN, ROW_COLUMN, _unwrap, model_columns
 
-POSITION, ROW = "position", "_row"
 _DATE = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
 # RFC 3339 with an offset (the model wants aware instants), at most microseconds.
 _INSTANT = (
@@ -130,20 +130,19 @@ def rules(model: type[BaseModel]) -> tuple[Rule, ...]:
 
 @dataclass(frozen=True)
 class ColumnarPage:
-    """A page the fast path vouches for: staged-ready columns (see ``Writer.add_columns``).
+    """A page the fast path vouches for, as the columns the warehouse stages.
 
-    Tables end with an ``_extra`` column; ``extras`` says whether the body had any
-    key beyond the documented ones (which is what makes a page cost more to read).
+    ``extras`` says whether the body had any key beyond the documented ones (which is
+    what makes a page cost more to read).
     """
 
-    parent: pa.Table
-    children: dict[str, pa.Table]
+    columns: PageColumns
     has_more: bool
     extras: bool = False
 
     @property
     def size(self) -> int:
-        return self.parent.num_rows
+        return self.columns.size
 
 
 def _fails(mask: pa.Array) -> bool:
@@ -214,13 +213,13 @@ def _validated(
         starts = pc.subtract(offsets.slice(0, len(values)), offsets[0])
         position = pc.subtract(pa.array(range(len(items)), pa.int64()), pc.take(starts, rows))
         children[rule.name] = pa.table(
-            {ROW: rows, POSITION: pc.cast(position, pa.int32()), **inner[0]}
+            {ROW_COLUMN: rows, POSITION_COLUMN: pc.cast(position, pa.int32()), **inner[0]}
         )
     return columns, children
 
 
 def _extra(mapping: dict[str, Any], known: frozenset[str]) -> str | None:
-    return extras_json({k: v for k, v in mapping.items() if k not in known})
+    return undocumented_fields_json({k: v for k, v in mapping.items() if k not in known})
 
 
 class Decoder:
@@ -299,7 +298,7 @@ class Decoder:
             parent_extra.null_count < n
             or any(a.null_count < len(a) for a in child_extras.values())
         )
-        return ColumnarPage(parent, children, has_more, extras=found)
+        return ColumnarPage(PageColumns(parent, children), has_more, extras=found)
 
     @staticmethod
     def _read(body: bytes, options: pj.ParseOptions) -> pa.Table | None:

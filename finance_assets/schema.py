@@ -15,6 +15,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Annotated, Any, Literal
 
+import pyarrow as pa
 from pydantic import AwareDatetime, BaseModel
 from pydantic.fields import FieldInfo
 
@@ -27,6 +28,10 @@ LOADED_AT_COLUMN = "_loaded_at"
 DELETED_AT_COLUMN = "_deleted_at"
 PARENT_ID_COLUMN = "parent_id"
 POSITION_COLUMN = "position"
+# In a page's child columns only: the parent record's row on the page.
+ROW_COLUMN = "_row"
+REJECTED_TABLE = f"{SCHEMA}._rejected"  # the quarantine: records the schema cannot hold
+SYNC_STATE_TABLE = f"{SCHEMA}._sync_state"  # each resource's cursor and last modes
 
 # Identifiers are spliced into SQL unquoted; allow only plain lower-case names.
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -47,6 +52,25 @@ class ColumnSpec:
     scale: int | None = None
     from_model: bool = True  # False for bookkeeping columns (_extra, parent_id, ...)
     counts: str | None = None  # for ``_<array>_count``: the nested array it counts
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        """The column's Arrow type: what a page's columns hold and DuckDB scans."""
+        if self.kind == "decimal":
+            assert self.precision is not None and self.scale is not None
+            return pa.decimal128(self.precision, self.scale)
+        if self.kind == "int":
+            return pa.int64() if self.sql_type == "BIGINT" else pa.int32()
+        return _ARROW_TYPES[self.kind]
+
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "json": pa.string(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "bool": pa.bool_(),
+}
 
 
 def _ident(name: str) -> str:

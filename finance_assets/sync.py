@@ -16,15 +16,9 @@ import pyarrow.compute as pc
 from finance_assets import columnar
 from finance_assets.client import ClientStats, FinanceApiClient, Page
 from finance_assets.endpoints import Endpoint
+from finance_assets.records.page_columns import PageColumns, ValueDoesNotFit, columns_from_records
 from finance_assets.validation import validate_page
-from finance_assets.warehouse import (
-    HIGHEST_KEY,
-    LOWEST_KEY,
-    ValueDoesNotFit,
-    Warehouse,
-    WriteStats,
-    order_key,
-)
+from finance_assets.warehouse import HIGHEST_KEY, LOWEST_KEY, Warehouse, WriteStats, order_key
 
 DEFAULT_MARGIN = timedelta(minutes=5)
 
@@ -58,15 +52,12 @@ def _api_time(instant: datetime) -> str:
     return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _key_range(page: Page, records: list) -> tuple[str, str] | None:
+def key_range(page: PageColumns) -> tuple[str, str] | None:
     """Lowest and highest order key of the page's loaded records (None: no created_time).
 
-    On columns only the rows at the earliest and latest instant are keyed in Python.
+    Only the rows at the earliest and latest instant are keyed in Python.
     """
-    if page.fast is None:
-        keys = [order_key(r.created_time, r.id) for r in records if r.created_time is not None]
-        return (min(keys), max(keys)) if keys else None
-    table = page.fast.parent
+    table = page.parent
     times = table.column("created_time")
     ends = pc.min_max(times)
     if not ends["min"].is_valid:
@@ -79,7 +70,7 @@ def _key_range(page: Page, records: list) -> tuple[str, str] | None:
     return min(keys_at(ends["min"])), max(keys_at(ends["max"]))
 
 
-def _seen_range(page: Page, records: list, is_last: bool) -> tuple[str, str] | None:
+def _seen_range(page: Page, loaded: PageColumns, is_last: bool) -> tuple[str, str] | None:
     """The order-key range a page proves complete: it was a contiguous slice when served.
 
     Page 1 reaches down to the start of the list and the last non-empty page up to its
@@ -88,7 +79,7 @@ def _seen_range(page: Page, records: list, is_last: bool) -> tuple[str, str] | N
     """
     if not page.size:
         return (LOWEST_KEY, HIGHEST_KEY) if page.number == 1 else None
-    keys = _key_range(page, records)
+    keys = key_range(loaded)
     if keys is None:
         return None
     low = LOWEST_KEY if page.number == 1 else keys[0]
@@ -126,21 +117,21 @@ def load_endpoint(
             loaded_pages += 1  # (requests also count pages guessed past the end)
             if pass_began is None:
                 pass_began = _server_clock(page, loaded_at)
-            valid: list = []
             if page.fast is not None:  # already validated columns
-                writer.add_columns(page.fast.parent, page.fast.children)
+                loaded = page.fast.columns
             else:
                 valid, bad = validate_page(endpoint.model, page.records or [], False)
                 try:
-                    writer.add(valid)  # stages all of the page or none of it
+                    loaded = columns_from_records(endpoint, valid)
                 except ValueDoesNotFit:  # a decimal past its column: validate with the bounds
                     valid, bad = validate_page(endpoint.model, page.records or [])
-                    writer.add(valid)
+                    loaded = columns_from_records(endpoint, valid)
                 writer.reject(bad)
+            writer.add(loaded)
             fetched += page.size
             if full:
                 is_last = not page.has_more or page.size < client.per_page
-                seen = _seen_range(page, valid, is_last)
+                seen = _seen_range(page, loaded, is_last)
                 if seen:
                     writer.seen_range(*seen)
         cursor_new = (pass_began or loaded_at) - margin

@@ -12,27 +12,30 @@ HTTP or Dagster.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 import threading
 import time
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
-from pydantic import BaseModel
 
 from finance_assets.endpoints import Endpoint
+from finance_assets.records.json_text import json_text
+from finance_assets.records.page_columns import PageColumns
 from finance_assets.schema import (
     DELETED_AT_COLUMN,
     EXTRA_COLUMN,
     LOADED_AT_COLUMN,
+    PARENT_ID_COLUMN,
+    POSITION_COLUMN,
+    REJECTED_TABLE,
+    ROW_COLUMN,
     SCHEMA,
+    SYNC_STATE_TABLE,
     ColumnSpec,
     child_column_specs,
     child_table_name,
@@ -45,26 +48,6 @@ from finance_assets.schema import (
     table_names,
 )
 
-__all__ = [
-    "REJECTED_TABLE",
-    "SYNC_STATE_TABLE",
-    "SyncState",
-    "ValueDoesNotFit",
-    "RejectedRecord",
-    "ResourceSummary",
-    "Warehouse",
-    "WriteStats",
-    "Writer",
-    "child_table_name",
-    "column_specs",
-    "extra_json",
-    "extras_json",
-    "order_key",
-    "summary_rows",
-    "table_name",
-]
-
-REJECTED_TABLE = f"{SCHEMA}._rejected"
 # Quarantine: records the schema cannot hold, one row per (resource, id) or per raw payload.
 _REJECTED_COLUMNS = (
     ("resource", "VARCHAR"),
@@ -75,7 +58,6 @@ _REJECTED_COLUMNS = (
 )
 
 
-SYNC_STATE_TABLE = f"{SCHEMA}._sync_state"
 # One row per resource: the incremental cursor, committed with the data it describes.
 _SYNC_STATE_COLUMNS = (
     ("resource", "VARCHAR"),
@@ -125,98 +107,6 @@ _SEQ = "_seq"  # staging only: global arrival order of a parent record within on
 
 def _cols(specs: Sequence[ColumnSpec]) -> str:
     return ", ".join(q(s.name) for s in specs)
-
-
-# ---------- JSON for _extra: exact numbers, sorted keys ----------
-_quote = json.encoder.encode_basestring  # json.dumps(text, ensure_ascii=False), in C
-
-
-def _json(value: Any) -> str:
-    if isinstance(value, str):  # the commonest, first
-        return _quote(value)
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Decimal):
-        # str() of a finite Decimal is a valid JSON number (e.g. 1E+2); no float detour.
-        return str(value) if value.is_finite() else json.dumps(str(value))
-    if isinstance(value, int):
-        return str(int(value))
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else json.dumps(str(value))
-    if isinstance(value, dict):
-        items = sorted((str(k), v) for k, v in value.items())
-        return "{" + ",".join(f"{_quote(k)}:{_json(v)}" for k, v in items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_json(v) for v in value) + "]"
-    if isinstance(value, BaseModel):
-        return _json({**value.__dict__, **(value.model_extra or {})})
-    if isinstance(value, (dt.date, dt.datetime, dt.time)):
-        return json.dumps(value.isoformat())
-    return json.dumps(str(value), ensure_ascii=False)
-
-
-def extras_json(extra: dict[str, Any] | None) -> str | None:
-    """Undocumented fields as JSON text (exact numbers, sorted keys); None if none."""
-    return _json(extra) if extra else None
-
-
-def extra_json(model: BaseModel) -> str | None:
-    """A validated record's undocumented fields as ``extras_json`` text."""
-    return extras_json(model.model_extra)
-
-
-# ---------- Arrow columns ----------
-def _arrow_type(spec: ColumnSpec) -> pa.DataType:
-    if spec.kind == "decimal":
-        assert spec.precision is not None and spec.scale is not None
-        return pa.decimal128(spec.precision, spec.scale)
-    return {
-        "string": pa.string(),
-        "json": pa.string(),
-        "date": pa.date32(),
-        "timestamp": pa.timestamp("us", tz="UTC"),
-        "bool": pa.bool_(),
-        "int": pa.int64() if spec.sql_type == "BIGINT" else pa.int32(),
-    }[spec.kind]
-
-
-def _coerce(spec: ColumnSpec, value: Any) -> Any:
-    """Slow path for raw values (e.g. a record built with ``model_construct``)."""
-    if value is None:
-        return None
-    kind = spec.kind
-    if kind == "decimal" and not isinstance(value, Decimal):
-        return Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
-    if kind == "timestamp" and isinstance(value, str):
-        return dt.datetime.fromisoformat(value)
-    if kind == "date" and isinstance(value, str):
-        return dt.date.fromisoformat(value)
-    if kind == "string" and not isinstance(value, str):
-        return str(value)
-    return value
-
-
-class ValueDoesNotFit(ValueError):
-    """A value does not fit its column (e.g. a decimal past its precision or scale)."""
-
-
-def _array(spec: ColumnSpec, values: list[Any]) -> pa.Array:
-    typ = _arrow_type(spec)
-    try:
-        return pa.array(values, type=typ)
-    except (pa.ArrowTypeError, pa.ArrowInvalid, TypeError):
-        # Only unvalidated input or an out-of-bounds decimal lands here; never rounded.
-        try:
-            return pa.array([_coerce(spec, v) for v in values], type=typ)
-        except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
-            raise ValueDoesNotFit(f"{spec.name} ({spec.sql_type}): {exc}") from exc
-
-
-def _as_model(item: Any, model: type[BaseModel]) -> BaseModel:
-    # Items of an unvalidated record may be plain dicts; keep their values as they came.
-    return item if isinstance(item, BaseModel) else model.model_construct(**item)
 
 
 # ---------- results ----------
@@ -406,8 +296,8 @@ class Writer:
         for child, specs in self._children.items():
             ddl = ", ".join(f"{q(s.name)} {s.sql_type}" for s in specs)
             tables[staged[_stage_name(ep, child)]] = (
-                f'{_SEQ} BIGINT, parent_id VARCHAR, "position" INTEGER, {ddl}, '
-                f"{EXTRA_COLUMN} VARCHAR"
+                f"{_SEQ} BIGINT, {q(PARENT_ID_COLUMN)} VARCHAR, {q(POSITION_COLUMN)} INTEGER, "
+                f"{ddl}, {EXTRA_COLUMN} VARCHAR"
             )
         for fq, columns in tables.items():
             conn.execute(f"CREATE TABLE {fq} ({columns})")
@@ -441,63 +331,9 @@ class Writer:
         finally:
             self._conn.unregister(view)
 
-    def add(self, records: Sequence[BaseModel]) -> None:
-        """Stage one page of records (column-wise into Arrow, then one bulk insert)."""
-        if not records:
-            return
-        n = len(records)
-        seqs = pa.array(range(self._seq, self._seq + n), type=pa.int64())
-        ids = [getattr(r, "id", None) for r in records]
-        if any(i is None for i in ids):
-            raise ValueError(f"{self._endpoint.name}: a record without id cannot be merged")
-        columns: dict[str, pa.Array] = {_SEQ: seqs}
-        for spec in self._parent:
-            name = spec.name
-            if name == "id":
-                values: list[Any] = ids
-            elif spec.counts:
-                arrays = (getattr(r, spec.counts, None) for r in records)
-                values = [None if a is None else len(a) for a in arrays]
-            else:
-                values = [getattr(r, name, None) for r in records]
-            columns[name] = _array(spec, values)
-        columns[EXTRA_COLUMN] = pa.array([extra_json(r) for r in records], type=pa.string())
-        # Build every Arrow table before staging any: a bad value leaves no half-staged page.
-        ready = [(_stage_name(self._endpoint), columns)]
-
-        for child, specs in self._children.items():
-            item_model = self._endpoint.children[child]
-            c_seq: list[int] = []
-            c_parent: list[str] = []
-            c_pos: list[int] = []
-            items: list[BaseModel] = []
-            for k, record in enumerate(records):
-                for pos, item in enumerate(getattr(record, child, None) or ()):
-                    c_seq.append(self._seq + k)
-                    c_parent.append(ids[k])
-                    c_pos.append(pos)
-                    items.append(_as_model(item, item_model))
-            if not items:
-                continue
-            ccols: dict[str, pa.Array] = {
-                _SEQ: pa.array(c_seq, type=pa.int64()),
-                "parent_id": pa.array(c_parent, type=pa.string()),
-                "position": pa.array(c_pos, type=pa.int32()),
-            }
-            for spec in specs:
-                ccols[spec.name] = _array(spec, [getattr(i, spec.name, None) for i in items])
-            ccols[EXTRA_COLUMN] = pa.array([extra_json(i) for i in items], type=pa.string())
-            ready.append((_stage_name(self._endpoint, child), ccols))
-
-        self._stage(ready, n)
-
-    def add_columns(self, parent: pa.Table, children: dict[str, pa.Table]) -> None:
-        """Stage one page that arrived as validated Arrow columns (the columnar path).
-
-        ``parent`` has the model's columns (``model_columns``) and ``_extra``; each
-        child table has ``_row`` (the parent's row on the page), ``position``, the
-        item model's columns and ``_extra``.
-        """
+    def add(self, page: PageColumns) -> None:
+        """Stage one page of validated records (from either way of reading it)."""
+        parent, children = page.parent, page.children
         n = parent.num_rows
         if not n:
             return
@@ -514,11 +350,11 @@ class Writer:
             table = children.get(child)
             if table is None or not table.num_rows:
                 continue
-            rows = table.column("_row")
+            rows = table.column(ROW_COLUMN)
             ccols: dict[str, pa.Array] = {
                 _SEQ: seqs.take(rows),
-                "parent_id": ids.take(rows),
-                "position": table.column("position"),
+                PARENT_ID_COLUMN: ids.take(rows),
+                POSITION_COLUMN: table.column(POSITION_COLUMN),
             }
             for spec in specs:
                 ccols[spec.name] = table.column(spec.name)
@@ -556,7 +392,7 @@ class Writer:
             {
                 "id": pa.array([r.record_id for r in records], type=pa.string()),
                 "reason": pa.array([r.reason for r in records], type=pa.string()),
-                "raw": pa.array([_json(r.raw) for r in records], type=pa.string()),
+                "raw": pa.array([json_text(r.raw) for r in records], type=pa.string()),
             },
         )
         self.stats.rejected += len(records)
@@ -640,7 +476,9 @@ class Writer:
             ctable, cstage = child_table_name(ep, child), self._staged[_stage_name(ep, child)]
             cfq = in_catalog(self._catalog, ctable)
             if probe.child_rows[child]:
-                conn.execute(f"DELETE FROM {cfq} WHERE parent_id IN (SELECT id FROM {win})")
+                conn.execute(
+                    f"DELETE FROM {cfq} WHERE {q(PARENT_ID_COLUMN)} IN (SELECT id FROM {win})"
+                )
             cols = _cols(child_column_specs(ep.children[child]))
             (rows,) = conn.execute(  # DuckDB returns the inserted row count
                 f"INSERT INTO {cfq} ({cols}) SELECT {cols} FROM {cstage}{winners_only}"

@@ -17,7 +17,8 @@ from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
 from finance_assets.models import DecimalType
 from finance_assets.resources import FinanceApiResource
 from finance_assets.sandbox import Sandbox
-from finance_assets.warehouse import Warehouse, table_name
+from finance_assets.schema import table_name
+from finance_assets.warehouse import Warehouse
 
 SCALE = 0.1
 CHECKS_PER_ASSET = len(check_specs(ENDPOINTS[0], asset_key(ENDPOINTS[0])))

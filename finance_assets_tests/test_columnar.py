@@ -20,14 +20,14 @@ import duckdb
 import pytest
 
 from finance_assets import columnar
-from finance_assets.client import Page
 from finance_assets.endpoints import ENDPOINTS, Endpoint
+from finance_assets.records.page_columns import columns_from_records
 from finance_assets.sandbox.data import Generator
 from finance_assets.sandbox.store import render
-from finance_assets.schema import table_names
-from finance_assets.sync import _key_range
+from finance_assets.schema import REJECTED_TABLE, table_names
+from finance_assets.sync import key_range
 from finance_assets.validation import validate_page
-from finance_assets.warehouse import REJECTED_TABLE, Warehouse
+from finance_assets.warehouse import Warehouse
 
 LOADED_AT = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 Record = dict[str, Any]
@@ -282,13 +282,13 @@ def test_fast_path_stages_what_pydantic_would(endpoint: Endpoint, lenient: bool)
                 extras = any(v.model_extra for v in [*valid, *items])
                 assert page.extras == extras, name
                 assert page.size == len(valid)
-                fast_writer.add_columns(page.parent, page.children)
+                fast_writer.add(page.columns)
             if slow is not None:
                 valid, bad = slow
-                slow_writer.add(valid)
+                slow_writer.add(columns_from_records(endpoint, valid))
                 slow_writer.reject(bad)
                 if page is None:
-                    fast_writer.add(valid)
+                    fast_writer.add(columns_from_records(endpoint, valid))
                     fast_writer.reject(bad)
     assert _tables(fast_conn, endpoint) == _tables(slow_conn, endpoint)
     # The fast path must carry the ordinary cases, or it is no fast path.
@@ -376,13 +376,14 @@ def test_a_pages_key_range_is_the_same_from_columns_and_models() -> None:
     assert decoded is not None
     valid, bad = validate_page(endpoint.model, json.loads(body, parse_float=Decimal)["invoices"])
     assert not bad
-    fast = _key_range(Page(2, None, False, None, decoded), [])
-    slow = _key_range(Page(2, [], False, None), valid)
+    fast = key_range(decoded.columns)
+    slow = key_range(columns_from_records(endpoint, valid))
     assert fast == slow and fast is not None
     assert fast[0].endswith("99".zfill(40)) and fast[1].endswith("100000000000000000002".zfill(40))
-    assert _key_range(Page(2, None, False, None, columnar.decoder(endpoint)(  # type: ignore[misc]
+    no_times = columnar.decoder(endpoint)(  # type: ignore[misc]
         envelope(endpoint, [render({**r, "created_time": None}) for r in records[:3]])
-    )), []) is None
+    )
+    assert no_times is not None and key_range(no_times.columns) is None
 
 
 def test_undocumented_fields_on_every_record_and_line_take_the_fast_path() -> None:
@@ -401,9 +402,9 @@ def test_undocumented_fields_on_every_record_and_line_take_the_fast_path() -> No
     assert slow is not None and not slow[1]
     fast_conn, slow_conn = duckdb.connect(), duckdb.connect()
     with Warehouse(fast_conn).writer(endpoint, LOADED_AT) as fast_writer:
-        fast_writer.add_columns(page.parent, page.children)
+        fast_writer.add(page.columns)
     with Warehouse(slow_conn).writer(endpoint, LOADED_AT) as slow_writer:
-        slow_writer.add(slow[0])
+        slow_writer.add(columns_from_records(endpoint, slow[0]))
     assert _tables(fast_conn, endpoint) == _tables(slow_conn, endpoint)
     extras = fast_conn.execute("SELECT _extra FROM finance.invoices ORDER BY id").fetchall()
     assert extras[0] == ('{"cf_region":{"code":"EMEA","weight":0.000}}',)

@@ -22,6 +22,7 @@ import duckdb
 import pytest
 
 from finance_assets import models as m
+from finance_assets.records.page_columns import columns_from_records
 from finance_assets.warehouse import (
     HIGHEST_KEY,
     LOWEST_KEY,
@@ -66,7 +67,7 @@ def _write(conn: Any, step: Step, k: int) -> WriteStats:
     full = step.full_refresh
     with Warehouse(conn).writer(INVOICES, _at(k), flush_rows=2, full_refresh=full) as w:
         for page in step.pages:
-            w.add(page)
+            w.add(columns_from_records(INVOICES, page))
         w.reject(list(step.rejects))
         for low, high in step.ranges:
             w.seen_range(low, high)

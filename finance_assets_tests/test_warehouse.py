@@ -19,18 +19,11 @@ from finance_assets import models as m
 from finance_assets.checks import run_checks
 from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
 from finance_assets.models import DecimalType
-from finance_assets.schema import child_column_specs, column_specs
+from finance_assets.records.json_text import undocumented_fields_json
+from finance_assets.records.page_columns import ValueDoesNotFit, columns_from_records
+from finance_assets.schema import child_column_specs, child_table_name, column_specs, table_name
 from finance_assets.validation import validate_page
-from finance_assets.warehouse import (
-    ValueDoesNotFit,
-    Warehouse,
-    Writer,
-    child_table_name,
-    extra_json,
-    extras_json,
-    summary_rows,
-    table_name,
-)
+from finance_assets.warehouse import Warehouse, Writer, summary_rows
 
 LOADED_AT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
@@ -101,7 +94,7 @@ def write(
     """One resource write; ``flush_rows=1`` makes every page its own staging insert."""
     with Warehouse(conn).writer(endpoint, LOADED_AT, flush_rows=flush_rows) as w:
         for page in pages:
-            w.add(page)
+            w.add(columns_from_records(endpoint, page))
     return w.stats
 
 
@@ -294,7 +287,8 @@ def test_rollback_leaves_tables_exactly_as_before(conn) -> None:
     before = dump(conn, INVOICES)
     wh = Warehouse(conn)
     with pytest.raises(RuntimeError, match="boom"), wh.writer(INVOICES, LOADED_AT, 1) as w:
-        w.add([a.model_copy(update={"total": Decimal("0.01"), "line_items": []}), make(m.Invoice)])
+        changed = a.model_copy(update={"total": Decimal("0.01"), "line_items": []})
+        w.add(columns_from_records(INVOICES, [changed, make(m.Invoice)]))
         raise RuntimeError("boom")
     assert dump(conn, INVOICES) == before
     # The connection is usable afterwards and no staging table leaked.
@@ -318,16 +312,16 @@ def test_failure_after_merge_rolls_back(conn, monkeypatch) -> None:
     monkeypatch.setattr(Writer, "_merge", merge_then_fail)
     changed = a.model_copy(update={"total": Decimal("0.01"), "line_items": []})
     with pytest.raises(OSError), Warehouse(conn).writer(INVOICES, LOADED_AT) as w:
-        w.add([changed, make(m.Invoice)])
+        w.add(columns_from_records(INVOICES, [changed, make(m.Invoice)]))
     assert dump(conn, INVOICES) == before
 
 
 def test_rollback_of_first_write_creates_nothing(conn) -> None:
     with pytest.raises(ValueError), Warehouse(conn).writer(INVOICES, LOADED_AT) as w:
-        w.add([make(m.Invoice)])
+        w.add(columns_from_records(INVOICES, [make(m.Invoice)]))
         bad = make(m.Invoice)
         bad.id = None  # the caller must not pass these; the writer refuses them
-        w.add([bad])
+        w.add(columns_from_records(INVOICES, [bad]))
     assert Warehouse(conn).summary(INVOICES).rows is None
 
 
@@ -353,11 +347,12 @@ def test_extras_json_is_sorted_compact_json_with_exact_numbers() -> None:
     decimals are written from their own digits."""
     plain = {"b": ["ü東京\n\t\"\\ \u2028 \x01", None, True, False, -3, 2.5, {"z": 1, "a": "é"}],
              "a": "x", "\u00e9": []}
-    assert extras_json(plain) == json.dumps(
+    assert undocumented_fields_json(plain) == json.dumps(
         plain, sort_keys=True, ensure_ascii=False, separators=(",", ":")
     )
-    assert extras_json({"n": Decimal("0.10"), "e": Decimal("1E+2")}) == '{"e":1E+2,"n":0.10}'
-    assert extras_json({}) is None and extras_json(None) is None
+    exact = {"n": Decimal("0.10"), "e": Decimal("1E+2")}
+    assert undocumented_fields_json(exact) == '{"e":1E+2,"n":0.10}'
+    assert undocumented_fields_json({}) is None and undocumented_fields_json(None) is None
 
 
 def test_extra_fields_exact_on_parents_and_children(conn) -> None:
@@ -374,7 +369,7 @@ def test_extra_fields_exact_on_parents_and_children(conn) -> None:
         '{"a_nested":{"a":"x","b":[1,0.10,null]},"m_flag":true,'
         '"z_big":12345678901234567890.123456789}'
     )
-    assert extra_json(inv) == expected
+    assert undocumented_fields_json(inv.model_extra) == expected
     rows = dict(conn.execute("SELECT id, _extra FROM finance.invoices").fetchall())
     assert rows == {inv.id: expected, plain.id: None}
     assert json.loads(rows[inv.id], parse_float=Decimal) == raw
@@ -403,11 +398,13 @@ def test_null_in_non_nullable_field_is_loaded(conn) -> None:
     ).fetchall() == [(1,)]
 
 
-def test_unvalidated_raw_values_are_coerced(conn) -> None:
-    """A record built with model_construct from wire values still loads exactly."""
+def test_wire_values_load_exactly(conn) -> None:
+    """A record as the wire carries it (text instants and dates, exact decimals) loads
+    exactly through validation, the one way records reach the warehouse."""
     wire = make(m.Invoice).model_dump(mode="json")
     wire["total"] = Decimal("10.10")
-    rec = m.Invoice.model_construct(**wire)
+    (rec,), rejected = validate_page(m.Invoice, [wire])
+    assert rejected == []
     write(conn, INVOICES, [rec])
     row = conn.execute(
         "SELECT created_time, date, total, exchange_rate FROM finance.invoices"
@@ -431,7 +428,7 @@ def test_validated_loadable_records_with_nulls_load(conn) -> None:
     valid, rejected = validate_page(m.Invoice, raw)
     assert len(valid) == 2 and len(rejected) == 1
     with Warehouse(conn).writer(INVOICES, LOADED_AT) as w:
-        w.add(valid)
+        w.add(columns_from_records(INVOICES, valid))
         w.reject(rejected)
     assert (w.stats.rows_staged, w.stats.inserted, w.stats.updated, w.stats.rejected) == (
         2,
@@ -458,7 +455,7 @@ def test_rejected_records_are_quarantined_and_superseded(conn) -> None:
     bad = Rej("77", {"id": "77", "total": "x", "amount": Decimal("1.10")}, "total: not a decimal")
     anon = Rej(None, {"id": None}, "id: null")
     with Warehouse(conn).writer(INVOICES, LOADED_AT) as w:
-        w.add([good])
+        w.add(columns_from_records(INVOICES, [good]))
         w.reject([bad, anon])
     rows = conn.execute(
         "SELECT resource, id, reason, raw FROM finance._rejected ORDER BY id NULLS LAST"
@@ -470,7 +467,7 @@ def test_rejected_records_are_quarantined_and_superseded(conn) -> None:
     # Re-running with the same rejections does not pile up; a valid load of id 77 resolves it.
     fixed = make(m.Invoice, id="77")
     with Warehouse(conn).writer(INVOICES, LOADED_AT) as w:
-        w.add([fixed])
+        w.add(columns_from_records(INVOICES, [fixed]))
         w.reject([anon])
     assert conn.execute("SELECT id FROM finance._rejected").fetchall() == [(None,)]
     # Rolled back with everything else.
@@ -515,8 +512,8 @@ def test_value_that_does_not_fit_stages_nothing_of_its_page(conn) -> None:
     bad.line_items[1].quantity = Decimal("0.0000001")  # 7 decimals into DECIMAL(18,6)
     with Warehouse(conn).writer(INVOICES, LOADED_AT) as w:
         with pytest.raises(ValueDoesNotFit, match="quantity"):
-            w.add([bad])
-        w.add([good])
+            w.add(columns_from_records(INVOICES, [bad]))
+        w.add(columns_from_records(INVOICES, [good]))
     assert (
         dump(conn, INVOICES)["finance.invoices"]
         == conn.execute(

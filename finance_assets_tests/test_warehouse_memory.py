@@ -27,6 +27,7 @@ import pytest
 
 from finance_assets import models as m
 from finance_assets.endpoints import BY_NAME
+from finance_assets.records.page_columns import columns_from_records
 from finance_assets.warehouse import STAGING_SCHEMA, Warehouse, Writer, order_key
 from finance_assets_tests.test_warehouse import INVOICES, LOADED_AT, make, write
 
@@ -81,8 +82,8 @@ def test_staged_pages_are_committed_to_disk_and_never_visible_as_data(conn) -> N
     write(conn, INVOICES, [first])
     before = finance_tables(conn)
     with Warehouse(conn).writer(INVOICES, LATER, flush_rows=1) as w:
-        w.add([make(m.Invoice), make(m.Invoice)])
-        w.add([first.model_copy(update={"total": Decimal("0.01")})])
+        w.add(columns_from_records(INVOICES, [make(m.Invoice), make(m.Invoice)]))
+        w.add(columns_from_records(INVOICES, [first.model_copy(update={"total": Decimal("0.01")})]))
         # Each flush committed on its own: another cursor sees the staged rows ...
         staged = staging_tables(conn)
         assert sorted(staged.values()) == [0, 3, 6]  # quarantine, parents, line items
@@ -126,8 +127,12 @@ def test_failure_after_staging_commits_leaves_every_table_unchanged(
 
     with pytest.raises(OSError, match="disk full"):
         with Warehouse(conn).writer(INVOICES, LATER, flush_rows=1, full_refresh=True) as w:
-            w.add([a.model_copy(update={"total": Decimal("0.01"), "line_items": []})])
-            w.add([make(m.Invoice) for _ in range(3)])
+            w.add(
+                columns_from_records(
+                    INVOICES, [a.model_copy(update={"total": Decimal("0.01"), "line_items": []})]
+                )
+            )
+            w.add(columns_from_records(INVOICES, [make(m.Invoice) for _ in range(3)]))
             w.reject([Rej("77", {"id": "77"}, "newer"), Rej(None, {"x": 1}, "id: null")])
             w.seen_range("", "~")  # b missing from a full pass: would be marked deleted
             w.set_cursor(LATER)
@@ -156,7 +161,7 @@ def test_schema_drift_fails_before_anything_is_staged(conn) -> None:
 
 def test_first_write_failing_after_staging_creates_no_finance_table(conn) -> None:
     with pytest.raises(RuntimeError), Warehouse(conn).writer(INVOICES, LOADED_AT, 1) as w:
-        w.add([make(m.Invoice), make(m.Invoice)])
+        w.add(columns_from_records(INVOICES, [make(m.Invoice), make(m.Invoice)]))
         raise RuntimeError
     assert finance_tables(conn) == {}
     assert staging_tables(conn) == {}
@@ -168,11 +173,12 @@ import datetime as dt, os, signal, sys
 import duckdb
 from finance_assets_tests.test_warehouse import INVOICES, make
 from finance_assets import models as m
+from finance_assets.records.page_columns import columns_from_records
 from finance_assets.warehouse import Warehouse
 conn = duckdb.connect(sys.argv[1])
 with Warehouse(conn).writer(INVOICES, dt.datetime.now(dt.timezone.utc), flush_rows=1) as w:
-    w.add([make(m.Invoice), make(m.Invoice)])
-    w.add([make(m.Invoice)])
+    w.add(columns_from_records(INVOICES, [make(m.Invoice), make(m.Invoice)]))
+    w.add(columns_from_records(INVOICES, [make(m.Invoice)]))
     os.kill(os.getpid(), signal.SIGKILL)  # mid-write: batches committed, no merge
 """
 
@@ -207,14 +213,14 @@ def test_a_live_writer_keeps_its_staging_while_another_writer_starts(conn) -> No
         mine = stack.enter_context(conn.cursor())
         other = stack.enter_context(conn.cursor())
         w = stack.enter_context(Warehouse(mine).writer(INVOICES, LOADED_AT, flush_rows=1))
-        w.add([ours])
+        w.add(columns_from_records(INVOICES, [ours]))
         with pytest.raises(RuntimeError):  # its start-up cleanup must spare w's tables
             with Warehouse(other).writer(INVOICES, LOADED_AT, flush_rows=1) as w2:
-                w2.add([theirs])
+                w2.add(columns_from_records(INVOICES, [theirs]))
                 assert len(staging_tables(conn)) == 2 * 3
                 raise RuntimeError
         assert sorted(staging_tables(conn).values()) == [0, 1, 2]
-        w.add([make(m.Invoice)])
+        w.add(columns_from_records(INVOICES, [make(m.Invoice)]))
     assert w.stats.committed and w.stats.inserted == 2
     ids = {r[0] for r in conn.execute("SELECT id FROM finance.invoices").fetchall()}
     assert ours.id in ids and theirs.id not in ids
@@ -237,7 +243,7 @@ def test_concurrent_writers_on_cursors_of_one_connection(conn) -> None:
             with conn.cursor() as own, Warehouse(own).writer(endpoint, LOADED_AT, 2) as w:
                 for page in pages[endpoint.name]:
                     barrier.wait(timeout=30)  # interleave the two writers' staging
-                    w.add(page)
+                    w.add(columns_from_records(endpoint, page))
             stats[endpoint.name] = w.stats
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
@@ -261,16 +267,24 @@ def _scenario(conn: duckdb.DuckDBPyConnection, flush_rows: int, records: list[An
     a, b, c, gone = records
     out = []
     with Warehouse(conn).writer(INVOICES, LOADED_AT, flush_rows=flush_rows) as w:
-        w.add([a, b])
-        w.add([gone, a.model_copy(update={"total": Decimal("0.07")})])  # a again: last wins
+        w.add(columns_from_records(INVOICES, [a, b]))
+        w.add(
+            columns_from_records(
+                INVOICES, [gone, a.model_copy(update={"total": Decimal("0.07")})]
+            )
+        )  # a again: last wins
         w.reject([Rej("77", {"id": "77", "amount": Decimal("1.10")}, "total: not a decimal")])
         w.reject([Rej("77", {"id": "77"}, "newer reason"), Rej(None, {"id": None}, "id: null")])
         w.set_cursor(LOADED_AT - dt.timedelta(minutes=5))
     out.append(w.stats)
     keys = sorted(order_key(r.created_time, r.id) for r in (a, b, c, gone))
     with Warehouse(conn).writer(INVOICES, LATER, flush_rows, full_refresh=True) as w:
-        w.add([b.model_copy(update={"line_items": b.line_items[:1]}), c])
-        w.add([a])
+        w.add(
+            columns_from_records(
+                INVOICES, [b.model_copy(update={"line_items": b.line_items[:1]}), c]
+            )
+        )
+        w.add(columns_from_records(INVOICES, [a]))
         w.reject([Rej("1005", {"id": "1005"}, "never valid")])
         w.seen_range(keys[0], keys[-1])  # gone is missing inside the range: marked deleted
         w.set_cursor(LATER - dt.timedelta(minutes=5))
@@ -337,7 +351,7 @@ def test_merge_buffers_one_row_group_and_the_session_setting_is_restored(
     write(conn, INVOICES, [make(m.Invoice)])
     monkeypatch.setattr(Writer, "_save_state", fail)  # and restored after a failed merge too
     with pytest.raises(RuntimeError), Warehouse(conn).writer(INVOICES, LATER) as w:
-        w.add([make(m.Invoice)])
+        w.add(columns_from_records(INVOICES, [make(m.Invoice)]))
     assert seen == [1, 1]
     assert _row_groups(conn) == before
     conn.execute("SET GLOBAL write_buffer_row_group_count = 4")  # still follows the global
