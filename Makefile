@@ -11,15 +11,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: $(BIN)/.installed  ## start the sandbox, materialize all 16 assets into data/warehouse.duckdb
+demo: $(BIN)/.installed  ## the main job on the sandbox, into data/sandbox.duckdb, then a summary
 	$(BIN)/python -m finance_assets.demo
 
 test: $(BIN)/.installed  ## the test suite (sandbox on loopback, temporary DuckDB files)
 	$(BIN)/python -m pytest -q
 
-dev: $(BIN)/.installed  ## the Dagster UI on http://127.0.0.1:3000
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home}; mkdir -p $$DAGSTER_HOME; touch $$DAGSTER_HOME/dagster.yaml; \
-	DAGSTER_HOME=$$DAGSTER_HOME $(BIN)/dagster dev -w workspace.yaml
+dev: $(BIN)/.installed  ## the Dagster UI on http://127.0.0.1:3000 (dg dev, DAGSTER_HOME=dagster_home)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev
 
 sandbox: $(BIN)/.installed  ## the sandbox API alone on http://127.0.0.1:8765
 	$(BIN)/python -m finance_assets.sandbox --port 8765
@@ -31,5 +30,6 @@ bench: $(BIN)/.installed  ## benchmarks vs the raw floor and dlt (installs the b
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.run --scale 5 --with-dlt
 
-clean:
-	rm -rf $(VENV) data .dagster_home
+clean:  ## the environment, the data files and the instance's runs (not dagster_home/dagster.yaml)
+	rm -rf $(VENV) data
+	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

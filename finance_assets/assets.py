@@ -1,4 +1,4 @@
-"""One factory over ENDPOINTS: sixteen subsettable assets in one multi-asset.
+"""One factory over the endpoint list: sixteen subsettable assets in one multi-asset.
 
 One op serves every selected endpoint so a run mints one access token (providers
 cap token mints) and one process writes the DuckDB file. Endpoints are fetched
@@ -10,6 +10,7 @@ naming it.
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,55 +19,126 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from finance_assets import checks, columnar
-from finance_assets.client import FinanceApiError
+from finance_assets.client import AuthError, FinanceApiError
 from finance_assets.duckdb_lock import WarehouseBusyError, locked_connection
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.resources import FinanceApiResource
 from finance_assets.schema import table_name
 from finance_assets.sync import DEFAULT_MARGIN, LoadReport, load_endpoint
 from finance_assets.warehouse import Warehouse
+from finance_assets.warehouse_source import SourceMismatch, check_source, record_source
 
-GROUP = "finance"
+SOURCE_TAG = "finance/source"  # the run tag naming what a run reads
+
+
+@dataclass(frozen=True)
+class IngestionNames:
+    """The Dagster names of one ingestion: its assets, op, resources, pool, jobs, schedules.
+
+    The default instance keeps the names deployments and automation already use; any
+    other instance's names all derive from its own name, so two can load side by side.
+    """
+
+    asset_key_prefix: tuple[str, ...] = ()
+    group: str = "finance"
+    sync_op: str = "sync_finance_records"
+    api_resource: str = "finance_api"
+    warehouse_resource: str = "duckdb"
+    pool: str = "finance_duckdb"
+    incremental_job: str = "finance_daily"
+    full_refresh_job: str = "full_refresh"
+    incremental_schedule: str = "finance_daily_schedule"
+    full_refresh_schedule: str = "finance_weekly_full_refresh_schedule"
+
+    @classmethod
+    def for_instance(cls, name: str) -> "IngestionNames":
+        if name == cls.group:
+            return cls()
+        return cls(
+            asset_key_prefix=(name,),
+            group=name,
+            sync_op=f"sync_{name}_records",
+            api_resource=f"{name}_api",
+            warehouse_resource=f"{name}_duckdb",
+            pool=f"{name}_duckdb",
+            incremental_job=f"{name}_daily",
+            full_refresh_job=f"{name}_full_refresh",
+            incremental_schedule=f"{name}_daily_schedule",
+            full_refresh_schedule=f"{name}_weekly_full_refresh_schedule",
+        )
+
+    def asset_key(self, endpoint: Endpoint) -> dg.AssetKey:
+        return dg.AssetKey([*self.asset_key_prefix, endpoint.name])
+
+
+DEFAULT_NAMES = IngestionNames()
 
 
 def asset_key(endpoint: Endpoint) -> dg.AssetKey:
-    return dg.AssetKey(endpoint.name)
+    """The endpoint's asset key in the default instance."""
+    return DEFAULT_NAMES.asset_key(endpoint)
+
+
+@dataclass(frozen=True)
+class SyncDefaults:
+    """A deployment's defaults for what a run may override in its config (``SyncConfig``)."""
+
+    parallel_endpoints: int = 4
+    cursor_margin_seconds: float = DEFAULT_MARGIN.total_seconds()
+    warehouse_lock_timeout_seconds: float = 120.0
 
 
 class SyncConfig(dg.Config):
-    """Run config of the finance assets (set it in the launchpad or a job)."""
+    """Run config of the finance assets (set it in the launchpad or a job); unset fields
+    take the deployment's defaults (``sync:`` in defs.yaml)."""
 
     full_refresh: bool = Field(
         default=False,
         description="Read everything and soft-delete records gone from the API "
         "(otherwise only records modified since each resource's cursor).",
     )
-    parallel_endpoints: int = Field(
-        default=4,
+    parallel_endpoints: int | None = Field(
+        default=None,
         ge=1,
         le=16,
         description="Endpoints fetched at once, each in its own DuckDB transaction; the API "
         "client's rate limit and in-flight bound hold across all of them.",
     )
-    warehouse_lock_timeout_seconds: float = Field(
-        default=120.0,
+    warehouse_lock_timeout_seconds: float | None = Field(
+        default=None,
         ge=0,
         description="How long to wait while another process writes the DuckDB file.",
     )
-    cursor_margin_seconds: float = Field(
-        default=DEFAULT_MARGIN.total_seconds(),
+    cursor_margin_seconds: float | None = Field(
+        default=None,
         ge=0,
         description="The next cursor is this much before the pass began (server clock), "
         "to absorb clock skew; records in the margin are read again and upserted.",
     )
 
+    def settled(self, defaults: SyncDefaults) -> SyncDefaults:
+        """This run's settings: what the run config sets, else the deployment's defaults."""
+        return SyncDefaults(
+            parallel_endpoints=self.parallel_endpoints or defaults.parallel_endpoints,
+            cursor_margin_seconds=(
+                defaults.cursor_margin_seconds
+                if self.cursor_margin_seconds is None
+                else self.cursor_margin_seconds
+            ),
+            warehouse_lock_timeout_seconds=(
+                defaults.warehouse_lock_timeout_seconds
+                if self.warehouse_lock_timeout_seconds is None
+                else self.warehouse_lock_timeout_seconds
+            ),
+        )
 
-def _spec(endpoint: Endpoint) -> dg.AssetSpec:
+
+def _spec(endpoint: Endpoint, names: IngestionNames) -> dg.AssetSpec:
     return dg.AssetSpec(
-        key=asset_key(endpoint),
+        key=names.asset_key(endpoint),
         description=f"{endpoint.description} From `GET {endpoint.path}` into "
         f"`{table_name(endpoint)}`.",
-        group_name=GROUP,
+        group_name=names.group,
         kinds={"duckdb", "python"},
         tags={"domain": "finance", "source": "finance_api"},
         metadata={
@@ -81,15 +153,16 @@ def _spec(endpoint: Endpoint) -> dg.AssetSpec:
 
 
 def _materialization(
-    endpoint: Endpoint, report: LoadReport, row_count: int
+    key: dg.AssetKey, endpoint: Endpoint, report: LoadReport, row_count: int, source: str
 ) -> dg.MaterializeResult:
     stats = report.stats
     return dg.MaterializeResult(
-        asset_key=asset_key(endpoint),
+        asset_key=key,
         metadata={
             "dagster/row_count": dg.MetadataValue.int(row_count),
             "dagster/column_schema": checks.column_schema(endpoint),
             "dagster/table_name": table_name(endpoint),
+            "source": dg.MetadataValue.text(source),
             "mode": dg.MetadataValue.text(report.mode),
             "cursor_used": dg.MetadataValue.text(
                 report.cursor_used.isoformat() if report.cursor_used else "none (full read)"
@@ -110,14 +183,12 @@ def _materialization(
     )
 
 
-def _open_warehouse(duckdb: DuckDBResource, config: SyncConfig) -> AbstractContextManager:
+def _open_warehouse(duckdb: DuckDBResource, lock_timeout: float) -> AbstractContextManager:
     """The DuckDB file of the resource, waiting (bounded) while another process writes it."""
     database = duckdb.database
     if database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    return locked_connection(
-        database, config.warehouse_lock_timeout_seconds, config=duckdb.connection_config
-    )
+    return locked_connection(database, lock_timeout, config=duckdb.connection_config)
 
 
 def load_order(warehouse: Warehouse, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
@@ -127,79 +198,119 @@ def load_order(warehouse: Warehouse, endpoints: Sequence[Endpoint]) -> list[Endp
     return sorted(endpoints, key=lambda e: (-held.get(table_name(e), 0), not e.high_volume))
 
 
-def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.AssetsDefinition:
+def _failure(failures: list[tuple[Endpoint, Exception]], selected: int) -> dg.Failure:
+    """One sentence when every endpoint failed for the same final reason (a refused
+    credential), else each endpoint's."""
+    reasons = {str(exc) for _, exc in failures}
+    if len(reasons) == 1 and all(isinstance(exc, AuthError) for _, exc in failures):
+        return dg.Failure(description=reasons.pop())
+    return dg.Failure(
+        description=f"{len(failures)} of {selected} endpoints failed; their tables are "
+        "unchanged. " + " | ".join(f"{e.name}: {exc}" for e, exc in failures)
+    )
+
+
+def build_finance_assets(
+    endpoints: Sequence[Endpoint] = ENDPOINTS,
+    names: IngestionNames = DEFAULT_NAMES,
+    defaults: SyncDefaults = SyncDefaults(),  # noqa: B008 - frozen
+) -> dg.AssetsDefinition:
     """The multi-asset over ``endpoints``; each asset can be materialized alone."""
+    by_key = {names.asset_key(e): e for e in endpoints}
 
     @dg.multi_asset(
-        name="finance_api",
-        specs=[_spec(e) for e in endpoints],
-        check_specs=[spec for e in endpoints for spec in checks.check_specs(e, asset_key(e))],
+        name=names.sync_op,
+        specs=[_spec(e, names) for e in endpoints],
+        check_specs=[s for e in endpoints for s in checks.check_specs(e, names.asset_key(e))],
         can_subset=True,
-        pool="finance_duckdb",
+        pool=names.pool,
+        required_resource_keys={names.api_resource, names.warehouse_resource},
         description="Reads the selected endpoints of the financial API into DuckDB.",
     )
-    def finance_api(
-        context: dg.AssetExecutionContext,
-        config: SyncConfig,
-        finance_api: FinanceApiResource,
-        duckdb: DuckDBResource,
+    def sync_finance_records(
+        context: dg.AssetExecutionContext, config: SyncConfig
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        selected = [e for e in endpoints if asset_key(e) in context.selected_asset_keys]
-        wanted_checks = context.selected_asset_check_keys
-        failures: list[str] = []
-        with ExitStack() as opened:
-            opened.enter_context(columnar.system_allocator())
-            try:  # a setup error is the run's headline, in one sentence
-                client = opened.enter_context(finance_api.client())
-                conn = opened.enter_context(_open_warehouse(duckdb, config))
-            except (FinanceApiError, WarehouseBusyError) as exc:
-                raise dg.Failure(description=str(exc)) from None
-            warehouse = Warehouse(conn)
-            for endpoint in selected:  # DDL up front: concurrent CREATEs would conflict
-                warehouse.ensure_tables(endpoint)
-            catalog = checks.read_catalog(conn)  # no DDL on finance tables from here on
+        api: FinanceApiResource = getattr(context.resources, names.api_resource)
+        duckdb: DuckDBResource = getattr(context.resources, names.warehouse_resource)
+        selected = [e for k, e in by_key.items() if k in context.selected_asset_keys]
+        yield from _sync(context, config, config.settled(defaults), api, duckdb, selected, names)
 
-            def load(endpoint: Endpoint) -> tuple[LoadReport, int, list[dg.AssetCheckResult]]:
-                """Load, count and check one endpoint, all in this worker thread: the main
-                thread only hands the results to Dagster (its event writes need the GIL)."""
-                with conn.cursor() as own:  # a connection of its own: its own transaction
-                    wh = Warehouse(own)
-                    report = load_endpoint(client, wh, endpoint, config.full_refresh, margin)
-                    key = asset_key(endpoint)
-                    results = checks.run_checks(own, endpoint, key, catalog=catalog)
-                    return report, wh.row_count(endpoint), results
+    return sync_finance_records
 
-            margin = timedelta(seconds=config.cursor_margin_seconds)
-            workers = min(config.parallel_endpoints, len(selected)) or 1
-            with ThreadPoolExecutor(workers, thread_name_prefix="finance-endpoint") as pool:
-                futures = {pool.submit(load, e): e for e in load_order(warehouse, selected)}
-                for future in as_completed(futures):
-                    endpoint = futures[future]
-                    try:
-                        report, rows, results = future.result()
-                    except Exception as exc:  # noqa: BLE001 - reported per endpoint below
-                        failures.append(f"{endpoint.name}: {exc}")
-                        context.log.error(f"{endpoint.name} failed and was left as it was: {exc}")
-                        continue
-                    context.log.info(
-                        f"{endpoint.name} ({report.mode}): {report.records_fetched} records in "
-                        f"{report.pages} pages, {report.stats.inserted} new, "
-                        f"{report.stats.updated} changed, {report.stats.deleted} marked deleted, "
-                        f"{report.stats.rejected} rejected, {report.retries} retries, "
-                        f"{report.seconds:.2f}s"
-                    )
-                    yield _materialization(endpoint, report, rows)
-                    key = asset_key(endpoint)
-                    for result in results:
-                        if dg.AssetCheckKey(key, result.check_name) in wanted_checks:
-                            yield result
-        if failures:
-            raise dg.Failure(
-                description=f"{len(failures)} of {len(selected)} endpoints failed; their tables "
-                "are unchanged. " + " | ".join(failures)
+
+def _sync(
+    context: dg.AssetExecutionContext,
+    config: SyncConfig,
+    settings: SyncDefaults,
+    api: FinanceApiResource,
+    duckdb: DuckDBResource,
+    selected: list[Endpoint],
+    names: IngestionNames,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    try:
+        source = api.source
+    except FinanceApiError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    mode = "full refresh" if config.full_refresh else "incremental"
+    context.log.info(
+        f"Reading {source} into {duckdb.database}: {len(selected)} endpoints, {mode}."
+    )
+    context.instance.add_run_tags(context.run.run_id, {SOURCE_TAG: source})
+    wanted_checks = context.selected_asset_check_keys
+    failures: list[tuple[Endpoint, Exception]] = []
+    with ExitStack() as opened:
+        opened.enter_context(columnar.system_allocator())
+        try:  # a setup error is the run's headline, in one sentence, before any write
+            client = opened.enter_context(api.client())  # refuses a bad URL, sends nothing
+            conn = opened.enter_context(
+                _open_warehouse(duckdb, settings.warehouse_lock_timeout_seconds)
             )
+            new_file = check_source(conn, source, duckdb.database)
+            client.authenticate()  # the token endpoint is asked once; a refusal ends the run
+        except (FinanceApiError, WarehouseBusyError, SourceMismatch) as exc:
+            raise dg.Failure(description=str(exc)) from None
+        warehouse = Warehouse(conn)
+        conn.begin()  # DDL up front, with the source: concurrent CREATEs would conflict
+        if new_file:
+            record_source(conn, source)
+        for endpoint in selected:
+            warehouse.ensure_tables(endpoint)
+        conn.commit()
+        catalog = checks.read_catalog(conn)  # no DDL on finance tables from here on
+        margin = timedelta(seconds=settings.cursor_margin_seconds)
 
-    return finance_api
+        def load(endpoint: Endpoint) -> tuple[LoadReport, int, list[dg.AssetCheckResult]]:
+            """Load, count and check one endpoint, all in this worker thread: the main
+            thread only hands the results to Dagster (its event writes need the GIL)."""
+            with conn.cursor() as own:  # a connection of its own: its own transaction
+                wh = Warehouse(own)
+                report = load_endpoint(client, wh, endpoint, config.full_refresh, margin)
+                key = names.asset_key(endpoint)
+                results = checks.run_checks(own, endpoint, key, catalog=catalog)
+                return report, wh.row_count(endpoint), results
 
-
-finance_assets = build_finance_assets()
+        workers = min(settings.parallel_endpoints, len(selected)) or 1
+        with ThreadPoolExecutor(workers, thread_name_prefix="finance-endpoint") as pool:
+            futures = {pool.submit(load, e): e for e in load_order(warehouse, selected)}
+            for future in as_completed(futures):
+                endpoint = futures[future]
+                try:
+                    report, rows, results = future.result()
+                except Exception as exc:  # noqa: BLE001 - reported per endpoint below
+                    failures.append((endpoint, exc))
+                    context.log.error(f"{endpoint.name} failed and was left as it was: {exc}")
+                    continue
+                context.log.info(
+                    f"{endpoint.name} ({report.mode}): {report.records_fetched} records in "
+                    f"{report.pages} pages, {report.stats.inserted} new, "
+                    f"{report.stats.updated} changed, {report.stats.deleted} marked deleted, "
+                    f"{report.stats.rejected} rejected, {report.retries} retries, "
+                    f"{report.seconds:.2f}s"
+                )
+                key = names.asset_key(endpoint)
+                yield _materialization(key, endpoint, report, rows, source)
+                for result in results:
+                    if dg.AssetCheckKey(key, result.check_name) in wanted_checks:
+                        yield result
+    if failures:
+        raise _failure(failures, len(selected))

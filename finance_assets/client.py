@@ -416,6 +416,10 @@ class FinanceApiClient:
     def close(self) -> None:
         self._http.close()
 
+    def authenticate(self) -> None:
+        """Get the access token now, so a refused credential fails a run before it writes."""
+        self.auth.token()
+
     def get_page(
         self,
         path: str,

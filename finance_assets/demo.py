@@ -1,7 +1,9 @@
-"""The main job on the sandbox: start it, materialize all sixteen assets, print a summary.
+"""The main job on the sandbox: materialize all sixteen assets with their checks, then
+print what landed.
 
-Runs the real Dagster path (``dagster job execute``) in a child process against a
-sandbox API served from this one, then reads the warehouse it produced.
+Runs the real Dagster path (``dg launch --job finance_daily``) in a child process with
+the sandbox chosen explicitly, so the demo never reads a configured API and never
+writes the file that real runs use.
 """
 
 from __future__ import annotations
@@ -15,49 +17,43 @@ from pathlib import Path
 
 import duckdb
 
-from finance_assets.definitions import DEFAULT_DUCKDB_PATH
 from finance_assets.endpoints import ENDPOINTS
-from finance_assets.sandbox import Sandbox, SandboxConfig
 from finance_assets.warehouse import summary_rows
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DAGSTER_HOME = PROJECT_ROOT / "dagster_home"  # its dagster.yaml turns telemetry off
+DEFAULT_DATABASE = "data/sandbox.duckdb"
 # INFO, not DEBUG: one line per endpoint and check instead of every step event.
 QUIET_RUN_CONFIG = "loggers:\n  console:\n    config:\n      log_level: INFO\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database", default=os.getenv("FINANCE_DUCKDB_PATH", DEFAULT_DUCKDB_PATH))
-    parser.add_argument("--scale", type=float, default=1.0, help="sandbox size (1 = ~20k records)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--database", default=DEFAULT_DATABASE, help="the sandbox's DuckDB file")
     args = parser.parse_args(argv)
 
-    home = Path(os.getenv("DAGSTER_HOME") or ".dagster_home").resolve()
+    home = Path(os.getenv("DAGSTER_HOME") or DAGSTER_HOME).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()
-    Path(args.database).parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FINANCE_")},
+        "DAGSTER_HOME": str(home),
+        "VIRTUAL_ENV": sys.prefix,  # dg checks it runs in the project's environment
+        "FINANCE_SOURCE": "sandbox",
+        "FINANCE_DUCKDB_PATH": args.database,
+    }
+    dg = Path(sys.executable).with_name("dg")
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as run_config:
+        run_config.write(QUIET_RUN_CONFIG)
+        run_config.flush()
+        command = [str(dg), "launch", "--job", "finance_daily", "--config", run_config.name]
+        print(f"$ dg launch --job finance_daily   (sandbox, into {args.database})", flush=True)
+        status = subprocess.run(command, env=env, cwd=PROJECT_ROOT, check=False).returncode
 
-    with Sandbox(SandboxConfig(seed=args.seed, scale=args.scale)) as sb:
-        print(f"sandbox API at {sb.base_url} (seed {args.seed}, scale {args.scale})", flush=True)
-        env = {
-            **os.environ,
-            "DAGSTER_HOME": str(home),
-            "FINANCE_DUCKDB_PATH": args.database,
-            "FINANCE_API_BASE_URL": sb.base_url,
-            "FINANCE_API_TOKEN_URL": sb.token_url,
-            "FINANCE_API_CLIENT_ID": sb.client_id,
-            "FINANCE_API_CLIENT_SECRET": sb.client_secret,
-            "FINANCE_API_REFRESH_TOKEN": sb.refresh_token,
-        }
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as run_config:
-            run_config.write(QUIET_RUN_CONFIG)
-            run_config.flush()
-            command = [
-                sys.executable, "-m", "dagster", "job", "execute",
-                "-m", "finance_assets.definitions", "-j", "finance_daily", "-c", run_config.name,
-            ]  # fmt: skip
-            status = subprocess.run(command, env=env, check=False).returncode
-
-    with duckdb.connect(args.database, read_only=True) as conn:
+    database = PROJECT_ROOT / args.database
+    if not database.exists():
+        print(f"job FAILED (exit {status}) before writing {args.database}; see the log above")
+        return status or 1
+    with duckdb.connect(str(database), read_only=True) as conn:
         rows = summary_rows(conn, ENDPOINTS)
     print(f"\nWarehouse {args.database}:")
     print(f"{'table':<42}{'rows':>10}")

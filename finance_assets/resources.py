@@ -1,8 +1,7 @@
-"""Dagster resource around the API client, with the embedded sandbox as the default."""
+"""The Dagster resource around the API client: the real API, or the sandbox when chosen."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,25 +10,33 @@ from pydantic import Field
 
 from finance_assets.client import FinanceApiClient, FinanceApiError, RetryPolicy
 
-RATE_LIMIT_ENV_VAR = "FINANCE_API_RATE_LIMIT_PER_MINUTE"  # optional; not a secret
-API_ENV_VARS = (
-    "FINANCE_API_BASE_URL",
-    "FINANCE_API_TOKEN_URL",
-    "FINANCE_API_CLIENT_ID",
-    "FINANCE_API_CLIENT_SECRET",
-    "FINANCE_API_REFRESH_TOKEN",
-)
+CONNECTION_FIELDS = ("base_url", "token_url", "client_id", "client_secret", "refresh_token")
+
+
+def sandbox_source(seed: int, scale: float) -> str:
+    """How a warehouse records sandbox data: its seed and scale decide every record."""
+    return f"sandbox (seed {seed}, scale {scale:g})"
 
 
 class FinanceApiResource(dg.ConfigurableResource):
-    """The financial API (OAuth2 refresh-token grant).
+    """The financial API (OAuth2 refresh-token grant), or the bundled sandbox API.
 
-    With ``base_url`` unset, each run starts the bundled sandbox API on a free
-    loopback port and reads from it, so the project works without credentials.
+    The sandbox is used only when ``use_sandbox`` says so; an API connection lacking any
+    of its five settings is refused before a request is sent, so a typo never quietly
+    swaps real books for synthetic ones.
     """
 
+    configuration_error: str | None = Field(
+        default=None,
+        description="Why this deployment's connection cannot run (set when the definitions "
+        "load); every run fails at once with it, before any request or write.",
+    )
+    use_sandbox: bool = Field(
+        default=False,
+        description="Read the bundled sandbox API (started on a free loopback port per run).",
+    )
     base_url: str | None = Field(
-        default=None, description="API base URL, e.g. https://api.example.com (unset: sandbox)."
+        default=None, description="API base URL, e.g. https://api.example.com."
     )
     token_url: str | None = Field(default=None, description="Full OAuth2 token URL.")
     client_id: str | None = Field(default=None, description="OAuth2 client id.")
@@ -63,46 +70,53 @@ class FinanceApiResource(dg.ConfigurableResource):
         ge=1,
         description="Pages of one endpoint requested ahead of the one being loaded, so a "
         "large resource does not wait one round trip per page (1: one page at a time). "
-        "The next page is always asked ahead; pages past it only where a round trip takes "
-        "over 25 ms and the API's limit is ample.",
+        "The next page is always asked ahead; later ones only where round trips are slow "
+        "and the API's limit is ample.",
     )
     pace_by_headers: bool = Field(
         default=True,
         description="Spread the budget the API advertises (X-Rate-Limit-Remaining/-Reset) "
         "over the window, so a run never meets a 429 it was warned of.",
     )
-    sandbox_seed: int = Field(default=42, description="Sandbox data seed (sandbox mode only).")
+    sandbox_seed: int = Field(default=42, description="Sandbox data seed (sandbox only).")
     sandbox_scale: float = Field(
         default=1.0, gt=0, description="Sandbox size; 1 is about 20,000 records (sandbox only)."
     )
 
     @property
-    def uses_sandbox(self) -> bool:
-        return not self.base_url
+    def source(self) -> str:
+        """What this resource reads, as runs, metadata and the warehouse name it: the API's
+        base URL, or the sandbox with its seed and scale. Never a credential."""
+        if self.configuration_error:
+            raise FinanceApiError(self.configuration_error)
+        if self.use_sandbox:
+            return sandbox_source(self.sandbox_seed, self.sandbox_scale)
+        if not self.base_url:
+            raise FinanceApiError(self._unconfigured())
+        return self.base_url.rstrip("/")
+
+    def _unconfigured(self) -> str:
+        missing = [name for name in CONNECTION_FIELDS if not getattr(self, name)]
+        return (
+            f"the API connection lacks {', '.join(missing)}: set all five settings for the "
+            "real API, or choose the sandbox explicitly."
+        )
 
     @contextmanager
     def client(self) -> Iterator[FinanceApiClient]:
         """A client for one run: one access token shared by every asset of the run."""
-        if self.uses_sandbox:
+        if self.use_sandbox:
             from finance_assets.sandbox import Sandbox, SandboxConfig
 
-            with Sandbox(SandboxConfig(seed=self.sandbox_seed, scale=self.sandbox_scale)) as sb:
+            config = SandboxConfig(seed=self.sandbox_seed, scale=self.sandbox_scale)
+            with Sandbox(config) as sb:
                 with self._client(
                     sb.base_url, sb.token_url, sb.client_id, sb.client_secret, sb.refresh_token
                 ) as client:
                     yield client
             return
-        missing = [
-            name
-            for name, value in zip(
-                API_ENV_VARS[1:],
-                (self.token_url, self.client_id, self.client_secret, self.refresh_token),
-                strict=True,
-            )
-            if not value
-        ]
-        if missing:
-            raise FinanceApiError(f"the API is configured but {', '.join(missing)} unset.")
+        if not all(getattr(self, name) for name in CONNECTION_FIELDS):
+            raise FinanceApiError(self._unconfigured())
         assert self.base_url and self.token_url and self.client_id
         assert self.client_secret and self.refresh_token
         with self._client(
@@ -134,19 +148,3 @@ class FinanceApiResource(dg.ConfigurableResource):
             pace_by_headers=self.pace_by_headers,
             prefetch_pages=self.prefetch_pages,
         )
-
-
-def api_resource_from_env() -> FinanceApiResource:
-    """The real API when ``FINANCE_API_BASE_URL`` is set (through ``dg.EnvVar``), else sandbox."""
-    if not os.getenv("FINANCE_API_BASE_URL"):
-        return FinanceApiResource()
-    base, token, cid, secret, refresh = (dg.EnvVar(name) for name in API_ENV_VARS)
-    rate_limit = os.getenv(RATE_LIMIT_ENV_VAR)
-    return FinanceApiResource(
-        base_url=base,
-        token_url=token,
-        client_id=cid,
-        client_secret=secret,
-        refresh_token=refresh,
-        rate_limit_per_minute=int(rate_limit) if rate_limit else None,
-    )

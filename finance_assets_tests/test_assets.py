@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -14,135 +12,22 @@ from dagster_duckdb import DuckDBResource
 from finance_assets.assets import asset_key, build_finance_assets, load_order
 from finance_assets.checks import check_specs
 from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
-from finance_assets.models import DecimalType
-from finance_assets.resources import FinanceApiResource
 from finance_assets.sandbox import Sandbox
 from finance_assets.schema import table_name
 from finance_assets.warehouse import Warehouse
+from finance_assets_tests.harness import (
+    assert_warehouse_equals_sandbox,
+    expected_rows,
+    materialize,
+    non_nullable,
+    sandbox_api,
+    shipped_definitions,
+    snapshot,
+    tables_of,
+)
 
 SCALE = 0.1
 CHECKS_PER_ASSET = len(check_specs(ENDPOINTS[0], asset_key(ENDPOINTS[0])))
-
-
-def api_for(sb: Sandbox, **kwargs) -> FinanceApiResource:
-    return FinanceApiResource(
-        base_url=sb.base_url,
-        token_url=sb.token_url,
-        client_id=sb.client_id,
-        client_secret=sb.client_secret,
-        refresh_token=sb.refresh_token,
-        **kwargs,
-    )
-
-
-def materialize(
-    sb: Sandbox,
-    database: Path,
-    selection: list[str] | None = None,
-    full_refresh: bool = False,
-    margin: float | None = None,
-    **api_settings,
-) -> dg.ExecuteInProcessResult:
-    """One real materialization; ``full_refresh``/``margin`` are the run config."""
-    config: dict = {"full_refresh": full_refresh}
-    if margin is not None:
-        config["cursor_margin_seconds"] = margin
-    with dg.instance_for_test() as instance:
-        return dg.materialize(
-            [build_finance_assets()],
-            selection=selection,
-            resources={
-                "finance_api": api_for(sb, **api_settings),
-                "duckdb": DuckDBResource(database=str(database)),
-            },
-            run_config={"ops": {"finance_api": {"config": config}}},
-            instance=instance,
-            raise_on_error=False,
-        )
-
-
-def decimal_fields(model) -> list[str]:
-    return [
-        name
-        for name, info in model.model_fields.items()
-        if any(isinstance(m, DecimalType) for m in info.metadata)
-    ]
-
-
-def non_nullable(model) -> list[str]:
-    out = []
-    for name, info in model.model_fields.items():
-        args = getattr(info.annotation, "__args__", ())
-        if type(None) not in args:
-            out.append(name)
-    return out
-
-
-def tables_of(endpoint: Endpoint) -> Iterator[tuple[str, type, str | None]]:
-    """(table, model, nested field or None) for the parent and each child table."""
-    yield f"finance.{endpoint.name}", endpoint.model, None
-    for field, model in endpoint.children.items():
-        yield f"finance.{endpoint.name}__{field}", model, field
-
-
-def expected_rows(sb: Sandbox, endpoint: Endpoint, field: str | None) -> list[dict]:
-    records = sb.records(endpoint.name)
-    if field is None:
-        return records
-    return [dict(item, parent_id=r["id"]) for r in records for item in (r[field] or [])]
-
-
-def live_rows(endpoint: Endpoint, table: str, field: str | None) -> str:
-    """SQL for the rows of records that still exist (soft-deleted ones stay in the table)."""
-    parent = f"finance.{endpoint.name}"
-    if field is None:
-        return f"(select * from {parent} where _deleted_at is null)"
-    return (
-        f"(select * from {table} where parent_id in "
-        f"(select id from {parent} where _deleted_at is null))"
-    )
-
-
-def assert_warehouse_equals_sandbox(sb: Sandbox, database: Path) -> None:
-    """Live rows equal the sandbox's data: counts, ids, exact money sums, null counts."""
-    with duckdb.connect(str(database), read_only=True) as conn:
-        for endpoint in ENDPOINTS:
-            for table, model, field in tables_of(endpoint):
-                rows = expected_rows(sb, endpoint, field)
-                live = live_rows(endpoint, table, field)
-                got = conn.execute(f"select count(*) from {live}").fetchone()[0]
-                assert got == len(rows), table
-                for column in decimal_fields(model):
-                    want = sum((r[column] for r in rows if r[column] is not None), Decimal(0))
-                    total = conn.execute(f"select coalesce(sum({column}), 0) from {live}")
-                    assert Decimal(total.fetchone()[0]) == want, f"{table}.{column}"
-                for column in model.model_fields:
-                    if column in endpoint.children:
-                        continue
-                    want_nulls = sum(1 for r in rows if r.get(column) is None)
-                    nulls = conn.execute(f"select count(*) from {live} where {column} is null")
-                    assert nulls.fetchone()[0] == want_nulls, f"{table}.{column} nulls"
-            live = live_rows(endpoint, "", None)
-            ids = {r[0] for r in conn.execute(f"select id from {live}").fetchall()}
-            assert ids == {r["id"] for r in sb.records(endpoint.name)}, endpoint.name
-
-
-def snapshot(database: Path) -> dict[str, list]:
-    """Every data table's rows except the load time, for 'nothing changed' comparisons."""
-    out = {}
-    with duckdb.connect(str(database), read_only=True) as conn:
-        tables = conn.execute(
-            "select table_name from information_schema.tables where table_schema = 'finance' "
-            "and table_name not like '\\_%' escape '\\'"  # data tables, not bookkeeping
-        ).fetchall()
-        for (table,) in tables:
-            described = conn.execute(f"select * from finance.{table} limit 0").description
-            columns = [d[0] for d in described if d[0] != "_loaded_at"]
-            select = ", ".join(f'"{c}"' for c in columns)
-            out[table] = conn.execute(
-                f"select {select} from finance.{table} order by all"
-            ).fetchall()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +150,7 @@ def test_a_failing_endpoint_names_itself_and_others_land(make_sandbox, tmp_path)
         result = dg.materialize(
             [build_finance_assets(endpoints)],
             resources={
-                "finance_api": api_for(sb),
+                "finance_api": sandbox_api(sb),
                 "duckdb": DuckDBResource(database=str(database)),
             },
             instance=instance,
@@ -282,9 +167,7 @@ def test_a_failing_endpoint_names_itself_and_others_land(make_sandbox, tmp_path)
 
 def _daily_job() -> dg.JobDefinition:
     """The shipped job (with the shipped executor), rebuilt from the environment."""
-    from finance_assets.definitions import build_defs
-
-    return build_defs().resolve_job_def("finance_daily")
+    return shipped_definitions().resolve_job_def("finance_daily")
 
 
 def test_daily_job_as_shipped(make_sandbox, tmp_path, monkeypatch) -> None:
@@ -317,8 +200,7 @@ def test_daily_job_as_shipped(make_sandbox, tmp_path, monkeypatch) -> None:
 
 
 def test_definitions_load_with_assets_checks_and_schedule() -> None:
-    from finance_assets.definitions import defs
-
+    defs = shipped_definitions()
     graph = defs.resolve_asset_graph()
     assert {k.path[-1] for k in graph.get_all_asset_keys()} == {e.name for e in ENDPOINTS}
     assert len(graph.asset_check_keys) == CHECKS_PER_ASSET * len(ENDPOINTS)

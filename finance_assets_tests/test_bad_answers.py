@@ -8,6 +8,7 @@ compared before and after.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sys
 from collections.abc import Iterator
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 import pytest
 
 from finance_assets.sandbox import MALFORMED_KINDS, Sandbox
+from finance_assets.warehouse_source import record_source
 from finance_assets_tests.harness import SCALE, all_tables, api_for, failure_message, run
 
 SELECTION = ["invoices", "taxes"]  # a multi-page and a small resource; the others are kept
@@ -92,8 +95,13 @@ def test_every_malformed_kind_is_covered() -> None:
 @pytest.mark.parametrize("kind", MALFORMED_KINDS)
 def test_malformed_answers(sandbox: Sandbox, loaded, kind: str) -> None:
     sandbox.configure(malformed=kind)
+    sandbox.reset_stats()
     message = fails_clearly(api_for(sandbox, max_pages=3), loaded[1], *MALFORMED_EXPECTED[kind])
-    assert "invoices:" in message and "taxes:" in message  # each failing endpoint named
+    if kind.startswith("token"):  # the token endpoint is asked once; its sentence is the run's
+        assert sandbox.stats()["requests"] == {"/oauth/v2/token": {"200": 1}}
+        assert "invoices:" not in message
+    else:
+        assert "invoices:" in message and "taxes:" in message  # each failing endpoint named
 
 
 @pytest.mark.parametrize(
@@ -107,19 +115,37 @@ def test_malformed_answers(sandbox: Sandbox, loaded, kind: str) -> None:
     ids=["invalid_grant", "invalid_client"],
 )
 def test_refused_credentials(sandbox: Sandbox, loaded, credentials, expected) -> None:
+    sandbox.reset_stats()
     message = fails_clearly(api_for(sandbox, **credentials), loaded[1], *expected)
     assert next(iter(credentials.values())) not in message
+    token_requests = sandbox.stats()["requests"]["/oauth/v2/token"]
+    assert sum(token_requests.values()) == 1 and set(sandbox.stats()["requests"]) == {
+        "/oauth/v2/token"
+    }  # asked once, then final: no endpoint was read
 
 
-def test_unreachable_host(loaded) -> None:
+def warehouse_of(loaded: tuple[Sandbox, Path], source: str, tmp_path: Path) -> Path:
+    """A copy of the loaded warehouse recording ``source`` as its own, so a run from a
+    misconfigured URL meets that URL's own failure rather than the source guard."""
+    database = tmp_path / "w.duckdb"
+    shutil.copyfile(loaded[1], database)
+    with duckdb.connect(str(database)) as conn:
+        conn.begin()
+        record_source(conn, source)
+        conn.commit()
+    return database
+
+
+def test_unreachable_host(loaded, tmp_path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     api = api_for(loaded[0], base_url=url, token_url=url + "/oauth/v2/token", max_attempts=2)
-    fails_clearly(api, loaded[1], "token request: gave up after 2 attempts",
-                  "connection failed", "check its status and the URL")
+    fails_clearly(api, warehouse_of(loaded, url, tmp_path), "token request: gave up after 2 "
+                  "attempts", "connection failed", "check its status and the URL")
 
 
-def test_wrong_base_url_404(sandbox: Sandbox, loaded) -> None:
-    fails_clearly(api_for(sandbox, base_url=sandbox.base_url + "/v1"), loaded[1],
+def test_wrong_base_url_404(sandbox: Sandbox, loaded, tmp_path) -> None:
+    url = sandbox.base_url + "/v1"
+    fails_clearly(api_for(sandbox, base_url=url), warehouse_of(loaded, url, tmp_path),
                   "GET /v1/invoices page 1: not found (404)", "check FINANCE_API_BASE_URL",
                   "should not include /v1")
 

@@ -16,8 +16,13 @@ import pytest
 
 from finance_assets.endpoints import ENDPOINTS
 from finance_assets.sandbox import FAULT_KINDS
-from finance_assets_tests.harness import SCALE, api_for, failure_message, run
-from finance_assets_tests.test_assets import assert_warehouse_equals_sandbox
+from finance_assets_tests.harness import (
+    SCALE,
+    api_for,
+    assert_warehouse_equals_sandbox,
+    failure_message,
+    run,
+)
 
 
 def metadata_sum(result, name: str) -> int:

@@ -16,7 +16,7 @@ import pytest
 from finance_assets.endpoints import ENDPOINTS
 from finance_assets.resources import FinanceApiResource
 from finance_assets.sandbox import Sandbox
-from finance_assets_tests.test_assets import assert_warehouse_equals_sandbox, materialize
+from finance_assets_tests.harness import assert_warehouse_equals_sandbox, materialize
 
 PER_PAGE = 5
 PREFETCH = FinanceApiResource.model_fields["prefetch_pages"].default
@@ -187,8 +187,10 @@ def test_a_record_that_reappears_is_unmarked(make_sandbox, tmp_path) -> None:
     assert materialize(source, database, selection=["contacts"], full_refresh=True).success
     assert deleted_ids(database, "contacts") == set(gone)
 
-    # The same seed again: the deleted records exist once more.
-    again = make_sandbox(scale=0.05, seed=11)
+    # The same source again (seed and address): the deleted records exist once more.
+    port = int(source.base_url.rsplit(":", 1)[1])
+    source.stop()
+    again = make_sandbox(scale=0.05, seed=11, port=port)
     result = materialize(again, database, selection=["contacts"], full_refresh=True)
     assert result.success
     assert meta(result, "contacts")["records_restored"] == 2

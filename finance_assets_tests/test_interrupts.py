@@ -22,13 +22,15 @@ from finance_assets.duckdb_lock import WarehouseBusyError, connect_waiting
 from finance_assets.endpoints import ENDPOINTS
 from finance_assets_tests.harness import (
     SCALE,
+    SYNC_OP,
     api_for,
+    assert_warehouse_equals_sandbox,
     cli_env,
     cli_output,
     run,
+    snapshot,
     start_cli,
 )
-from finance_assets_tests.test_assets import assert_warehouse_equals_sandbox, snapshot
 
 CLI_TIMEOUT = 120
 
@@ -203,7 +205,7 @@ def test_materialization_on_a_busy_file_fails_with_one_sentence(
                 "finance_api": api_for(sb),
                 "duckdb": DuckDBResource(database=str(database)),
             },
-            run_config={"ops": {"finance_api": {"config": {"warehouse_lock_timeout_seconds": 1}}}},
+            run_config={"ops": {SYNC_OP: {"config": {"warehouse_lock_timeout_seconds": 1}}}},
             instance=instance,
             raise_on_error=False,
         )

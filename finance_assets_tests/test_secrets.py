@@ -7,7 +7,6 @@ through the ``dagster`` CLI, are then searched byte for byte.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -16,11 +15,18 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._serdes import serialize_value
 
 from finance_assets import client as client_module
 from finance_assets.sandbox import Sandbox
-from finance_assets_tests.harness import SCALE, api_for, cli_env, cli_output, run, start_cli
+from finance_assets_tests.harness import (
+    SCALE,
+    api_for,
+    cli_env,
+    cli_output,
+    run,
+    shipped_definitions,
+    start_cli,
+)
 
 SECRET = "sentinel-client-secret-5f1c7a"
 REFRESH = "1000.sentinel-refresh-token-9d2e41"
@@ -74,9 +80,9 @@ def test_in_process_runs_leak_nothing(sentinel_sandbox, tmp_path, capfd, caplog)
                     messages.append(error.to_string())
                     error = error.cause
         events = [
-            serialize_value(e) for r in instance.get_runs() for e in instance.all_logs(r.run_id)
+            dg.serialize_value(e) for r in instance.get_runs() for e in instance.all_logs(r.run_id)
         ]
-        runs = [serialize_value(r) for r in instance.get_runs()]
+        runs = [dg.serialize_value(r) for r in instance.get_runs()]
     assert "FINANCE_API_REFRESH_TOKEN" in " ".join(messages)  # the failures did say why
 
     tokens = sb.issued_tokens()
@@ -141,10 +147,8 @@ def test_httpx_request_logging_is_muted(sentinel_sandbox, caplog) -> None:
 
 
 @pytest.fixture
-def env_defs(monkeypatch) -> Iterator[dg.Definitions]:
-    """``finance_assets.definitions.defs`` rebuilt with the API configured by env vars."""
-    import finance_assets.definitions as definitions
-
+def env_defs(monkeypatch) -> dg.Definitions:
+    """The shipped definitions, loaded with the API configured by env vars."""
     values = {
         "FINANCE_API_BASE_URL": "https://api.example.com",
         "FINANCE_API_TOKEN_URL": "https://auth.example.com/oauth/v2/token",
@@ -154,14 +158,11 @@ def env_defs(monkeypatch) -> Iterator[dg.Definitions]:
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    yield importlib.reload(definitions).defs
-    monkeypatch.undo()
-    importlib.reload(definitions)
+    return shipped_definitions()
 
 
 def test_definitions_hold_env_var_names_not_values(env_defs) -> None:
     resource = env_defs.resources["finance_api"]
-    config = resource._convert_to_config_dictionary()  # what the UI shows of the resource
     for field, name in [
         ("base_url", "FINANCE_API_BASE_URL"),
         ("token_url", "FINANCE_API_TOKEN_URL"),
@@ -169,6 +170,7 @@ def test_definitions_hold_env_var_names_not_values(env_defs) -> None:
         ("client_secret", "FINANCE_API_CLIENT_SECRET"),
         ("refresh_token", "FINANCE_API_REFRESH_TOKEN"),
     ]:
-        assert isinstance(getattr(resource, field), dg.EnvVar), field
-        assert config[field] == {"env": name}, field
-    assert find_leaks([SECRET, REFRESH], {"config": repr(config).encode()}) == []
+        value = getattr(resource, field)
+        assert isinstance(value, dg.EnvVar) and value == name, field  # the UI shows the name
+    shown = repr(resource) + repr(env_defs.resources["duckdb"])
+    assert find_leaks([SECRET, REFRESH], {"resources": shown.encode()}) == []

@@ -1,0 +1,200 @@
+"""The ingestion as a reusable Dagster Component: a ``defs.yaml`` says what to load, from
+where, into which file and when; the code builds the assets, checks, jobs and schedules."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from finance_assets.assets import IngestionNames, SyncDefaults, build_finance_assets
+from finance_assets.components.connection import (
+    ApiConnection,
+    ConfigurationError,
+    Source,
+    choose_source,
+)
+from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
+from finance_assets.resources import FinanceApiResource
+
+DATA_DIR = "data"
+
+
+class SandboxSettings(dg.Model, dg.Resolvable):
+    """The bundled sandbox API, used when chosen or when no API variable is set."""
+
+    seed: int = Field(default=42, description="Data seed: the same seed, the same records.")
+    scale: float = Field(default=1.0, gt=0, description="Size; 1 is about 20,000 records.")
+
+
+class WarehouseSettings(dg.Model, dg.Resolvable):
+    """The DuckDB file; unset, the API and the sandbox each get a file of their own."""
+
+    path: str | None = Field(
+        default=None,
+        description="DuckDB file (unset: data/warehouse.duckdb for the API, "
+        "data/sandbox.duckdb for the sandbox; another instance's name replaces 'warehouse').",
+    )
+
+
+class SyncSettings(dg.Model, dg.Resolvable):
+    """Defaults of every run; a run's config may override each."""
+
+    parallel_endpoints: int = Field(default=4, ge=1, le=16)
+    cursor_margin_seconds: float = Field(default=300.0, ge=0)
+    warehouse_lock_timeout_seconds: float = Field(default=120.0, ge=0)
+
+
+class ScheduleSettings(dg.Model, dg.Resolvable):
+    """When the incremental sync and the full refresh (which finds deletions) run."""
+
+    incremental_cron: str = "0 3 * * *"
+    full_refresh_cron: str = "0 4 * * 0"
+    timezone: str = "UTC"
+
+
+class _Scaffolder(dg.Scaffolder):
+    """``dg scaffold defs`` writes a second instance named after its folder, with its own
+    variables, so it loads beside the first."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        name = Path(request.target_path).name.replace("-", "_").lower()
+        prefix = name.upper()
+        dg.scaffold_component(
+            request,
+            {
+                "name": name,
+                "source": f"{{{{ env.{prefix}_SOURCE }}}}",
+                "connection": {
+                    field: f"{{{{ env.{prefix}_API_{field.upper()} }}}}"
+                    for field in (
+                        "base_url", "token_url", "client_id", "client_secret", "refresh_token",
+                        "rate_limit_per_minute",
+                    )
+                },  # fmt: skip
+                "warehouse": {"path": f"{DATA_DIR}/{name}.duckdb"},
+            },
+        )
+
+
+@dg.scaffold_with(_Scaffolder)
+class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
+    """Financial records from an OAuth2 REST API into DuckDB, exact to the cent: one asset
+    per endpoint with nullability, key and quarantine checks, an incremental job, a full
+    refresh job and their schedules."""
+
+    name: str = Field(
+        default="finance",
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="Names this instance's group, jobs, schedules and resources.",
+    )
+    endpoints: Literal["all"] | list[str] = Field(
+        default="all", description="Endpoint names to load (default: all sixteen)."
+    )
+    source: str | None = Field(
+        default=None,
+        description="'api', 'sandbox', or unset: the API when configured, the sandbox when "
+        "none of its variables is set.",
+    )
+    connection: ApiConnection = ApiConnection()
+    sandbox: SandboxSettings = SandboxSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
+    sync: SyncSettings = SyncSettings()
+    schedules: ScheduleSettings = ScheduleSettings()
+
+    def selected_endpoints(self) -> list[Endpoint]:
+        if self.endpoints == "all":
+            return list(ENDPOINTS)
+        unknown = [n for n in self.endpoints if n not in BY_NAME]
+        if unknown:
+            raise ConfigurationError(
+                f"defs.yaml lists unknown endpoints {', '.join(unknown)}; use names from "
+                f"finance_assets/endpoints.py: {', '.join(BY_NAME)}."
+            )
+        return [BY_NAME[n] for n in self.endpoints]
+
+    def api_resource(self) -> tuple[FinanceApiResource, Source | None]:
+        """The resource and its source; a configuration the environment leaves incomplete
+        still loads (the UI shows why), and its runs fail at once with that sentence."""
+        try:
+            source = choose_source(self.source, self.connection)
+            return self._resource(source), source
+        except ConfigurationError as exc:
+            return FinanceApiResource(configuration_error=str(exc)), None
+
+    def _resource(self, source: Source) -> FinanceApiResource:
+        if source == "sandbox":
+            return FinanceApiResource(
+                use_sandbox=True, sandbox_seed=self.sandbox.seed, sandbox_scale=self.sandbox.scale
+            )
+        credentials = {
+            field: setting.for_resource()
+            for field, setting in self.connection.credentials.items()
+            if setting is not None
+        }
+        return FinanceApiResource(
+            **credentials, rate_limit_per_minute=self.connection.rate_limit(os.environ)
+        )
+
+    def database(self, source: Source | None) -> str:
+        """The file runs write: the sandbox never defaults to the file the API's runs use."""
+        if self.warehouse.path:
+            return self.warehouse.path
+        stem = "warehouse" if self.name == IngestionNames.group else self.name
+        if source != "api":
+            stem = "sandbox" if stem == "warehouse" else f"{stem}_sandbox"
+        return f"{DATA_DIR}/{stem}.duckdb"
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        names = IngestionNames.for_instance(self.name)
+        api, source = self.api_resource()
+        defaults = SyncDefaults(**self.sync.model_dump())
+        assets = build_finance_assets(self.selected_endpoints(), names, defaults)
+        selection = dg.AssetSelection.assets(assets)
+        incremental = dg.define_asset_job(
+            name=names.incremental_job,
+            selection=selection,
+            description="Incremental: every asset reads what changed since its cursor, then "
+            "runs its checks. A resource without a cursor is read in full.",
+        )
+        full_refresh = dg.define_asset_job(
+            name=names.full_refresh_job,
+            selection=selection,
+            config={"ops": {names.sync_op: {"config": {"full_refresh": True}}}},
+            description="Read every resource in full and soft-delete (`_deleted_at`) records "
+            "that are gone from the API.",
+        )
+        zone = self.schedules.timezone
+        schedules = [
+            dg.ScheduleDefinition(
+                name=names.incremental_schedule,
+                job=incremental,
+                cron_schedule=self.schedules.incremental_cron,
+                execution_timezone=zone,
+                description=f"Incremental sync and checks ({self.schedules.incremental_cron}, "
+                f"{zone}).",
+            ),
+            dg.ScheduleDefinition(
+                name=names.full_refresh_schedule,
+                job=full_refresh,
+                cron_schedule=self.schedules.full_refresh_cron,
+                execution_timezone=zone,
+                description=f"Full refresh, which also detects deleted records "
+                f"({self.schedules.full_refresh_cron}, {zone}).",
+            ),
+        ]
+        return dg.Definitions(
+            assets=[assets],
+            jobs=[incremental, full_refresh],
+            schedules=schedules,
+            resources={
+                names.api_resource: api,
+                names.warehouse_resource: DuckDBResource(database=self.database(source)),
+            },
+            # One step (one multi-asset): a step subprocess would only add start-up time.
+            executor=dg.in_process_executor,
+        )

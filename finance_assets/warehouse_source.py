@@ -1,0 +1,113 @@
+"""The source a warehouse file holds data from, so no run ever mixes two sources in one file.
+
+A file records its source (the API's base URL, or the sandbox with its seed and scale)
+in ``finance._source`` with the first load. A run from any other source refuses to
+write, before it sends a request, and leaves the file as it was: plausible synthetic
+numbers in real books are the worst failure a finance warehouse can have.
+
+    python -m finance_assets.warehouse_source data/warehouse.duckdb --source https://api.example.com
+
+records the source of a file written before sources were recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+import duckdb
+
+from finance_assets.schema import SCHEMA, in_catalog
+
+SOURCE_TABLE = f"{SCHEMA}._source"
+
+
+class SourceMismatch(RuntimeError):
+    """The warehouse file holds another source's data (or an unknown one's)."""
+
+
+def recorded_source(conn: duckdb.DuckDBPyConnection) -> str | None:
+    """The source the file's data came from; None when none is recorded."""
+    if not _tables(conn, "_source"):
+        return None
+    row = conn.execute(f"SELECT source FROM {_source_table(conn)}").fetchone()
+    return str(row[0]) if row else None
+
+
+def check_source(conn: duckdb.DuckDBPyConnection, source: str, database: str) -> bool:
+    """Raise ``SourceMismatch`` unless the file may receive ``source``'s data (reads only).
+
+    Returns whether the source still has to be recorded (a new file); the caller does
+    that with ``record_source`` in the transaction of its first write.
+    """
+    held = recorded_source(conn)
+    if held == source:
+        return False
+    if held is not None:
+        raise SourceMismatch(
+            f"{database} holds data from {held}, but this run reads {source}; nothing was "
+            "written. Point FINANCE_DUCKDB_PATH (or the warehouse path in defs.yaml) at "
+            "another file, so the two sources never mix."
+        )
+    if _tables(conn):
+        raise SourceMismatch(
+            f"{database} holds finance tables but no record of their source (it was written "
+            f"before sources were recorded); nothing was written. If its data came from "
+            f"{source}, record that once with `python -m finance_assets.warehouse_source "
+            f"{database} --source '{source}'`; otherwise point FINANCE_DUCKDB_PATH at another "
+            "file."
+        )
+    return True
+
+
+def record_source(conn: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Record ``source`` as the file's (the caller owns the transaction)."""
+    catalog = _catalog(conn)
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {in_catalog(catalog, SCHEMA)}")
+    table = _source_table(conn)
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (source VARCHAR, recorded_at TIMESTAMPTZ)")
+    conn.execute(f"DELETE FROM {table}")
+    conn.execute(
+        f"INSERT INTO {table} VALUES (?, ?)", [source, dt.datetime.now(dt.timezone.utc)]
+    )
+
+
+def _catalog(conn: duckdb.DuckDBPyConnection) -> str:
+    row = conn.execute("SELECT current_database()").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _source_table(conn: duckdb.DuckDBPyConnection) -> str:
+    return in_catalog(_catalog(conn), SOURCE_TABLE)
+
+
+def _tables(conn: duckdb.DuckDBPyConnection, name: str | None = None) -> list[str]:
+    """Tables of the ``finance`` schema (only ``name``, when given)."""
+    rows = conn.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = ? AND (? IS NULL OR table_name = ?)",
+        [SCHEMA, name, name],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Record the source of a warehouse file.")
+    parser.add_argument("database", help="the DuckDB file")
+    parser.add_argument("--source", required=True, help="the API base URL, as runs name it")
+    args = parser.parse_args(argv)
+    with duckdb.connect(args.database) as conn:
+        held = recorded_source(conn)
+        if held not in (None, args.source):
+            print(f"{args.database} already records {held}; nothing changed.")
+            return 1
+        conn.begin()
+        record_source(conn, args.source)
+        conn.commit()
+    print(f"{args.database} now records its source as {args.source}.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
