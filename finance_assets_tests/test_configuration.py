@@ -14,7 +14,12 @@ import pytest
 
 from finance_assets.assets import SOURCE_TAG
 from finance_assets.components import FinanceApiIngestion
-from finance_assets.components.connection import ApiConnection, ConfigurationError, choose_source
+from finance_assets.components.connection import (
+    ApiConnection,
+    ConfigurationError,
+    Setting,
+    choose_source,
+)
 from finance_assets.resources import FinanceApiResource
 from finance_assets.warehouse_source import SOURCE_TABLE, recorded_source
 from finance_assets_tests.harness import (
@@ -45,7 +50,7 @@ def sandbox(**settings: object) -> FinanceApiResource:
 def test_nothing_set_reads_the_sandbox_and_everything_set_the_api() -> None:
     assert choose_source(None, ApiConnection(), {}) == "sandbox"
     assert choose_source(None, ApiConnection(), ALL_SET) == "api"
-    assert choose_source("", ApiConnection(), ALL_SET) == "api"
+    assert choose_source(Setting(value=""), ApiConnection(), ALL_SET) == "api"
 
 
 @pytest.mark.parametrize("unset", [FIVE[:1], FIVE[1:3], FIVE[1:]], ids=["one", "two", "four"])
@@ -66,11 +71,13 @@ def test_the_rate_limit_alone_is_a_partial_configuration() -> None:
 
 
 def test_an_explicit_choice_wins_and_an_unknown_one_is_refused() -> None:
-    assert choose_source("sandbox", ApiConnection(), ALL_SET) == "sandbox"
+    chosen = Setting(env_var="FINANCE_SOURCE")
+    sandbox_chosen = {**ALL_SET, "FINANCE_SOURCE": "sandbox"}
+    assert choose_source(chosen, ApiConnection(), sandbox_chosen) == "sandbox"
     with pytest.raises(ConfigurationError, match="FINANCE_SOURCE is 'api' but .* not set"):
-        choose_source("api", ApiConnection(), {})
+        choose_source(chosen, ApiConnection(), {"FINANCE_SOURCE": "api"})
     with pytest.raises(ConfigurationError, match="FINANCE_SOURCE is 'sandbx'"):
-        choose_source("sandbx", ApiConnection(), {})
+        choose_source(chosen, ApiConnection(), {"FINANCE_SOURCE": "sandbx"})
 
 
 def test_the_sandbox_never_defaults_to_the_api_warehouse_file() -> None:
@@ -213,6 +220,6 @@ def test_an_explicit_sandbox_ignores_a_configured_api_and_its_file(monkeypatch) 
     assert defs.resources["finance_api"].use_sandbox
     assert defs.resources["duckdb"].database == "data/sandbox.duckdb"
     monkeypatch.delenv("FINANCE_SOURCE")
-    defs = dg.component_defs(component=FinanceApiIngestion())
+    defs = dg.component_defs(component=FinanceApiIngestion(source=Setting("FINANCE_SOURCE")))
     assert not defs.resources["finance_api"].use_sandbox
     assert defs.resources["duckdb"].database == "data/warehouse.duckdb"

@@ -113,14 +113,16 @@ class ApiConnection(dg.Model, dg.Resolvable):
 
 
 def choose_source(
-    choice: str | None, connection: ApiConnection, environ: Mapping[str, str] = os.environ
+    chosen: Setting | None, connection: ApiConnection, environ: Mapping[str, str] = os.environ
 ) -> Source:
     """``api`` or ``sandbox``: as chosen, else the API when configured, the sandbox when
     nothing of it is; a partial configuration raises, naming every missing setting."""
-    if choice not in (None, "", *SOURCE_CHOICES):
+    choice = chosen.read(environ) if chosen else None
+    if choice not in (None, *SOURCE_CHOICES):
         raise ConfigurationError(
-            f"FINANCE_SOURCE is {choice!r}; set it to 'api' or 'sandbox', or unset it to read "
-            "the API when it is configured and the sandbox when nothing of it is."
+            f"{chosen.label if chosen else 'source'} is {choice!r}; set it to 'api' or "
+            "'sandbox', or unset it to read the API when it is configured and the sandbox "
+            "when nothing of it is."
         )
     if choice == "sandbox":
         return "sandbox"
@@ -137,8 +139,8 @@ def choose_source(
         return "sandbox"
     if not present:
         raise ConfigurationError(
-            f"FINANCE_SOURCE is 'api' but {_listed(missing)} {_are(missing)} not set: set all "
-            "five to read the real API."
+            f"{chosen.label if chosen else 'source'} is 'api' but {_listed(missing)} "
+            f"{_are(missing)} not set: set all five to read the real API."
         )
     labels = [s.label for s in present]
     raise ConfigurationError(

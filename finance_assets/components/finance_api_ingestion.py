@@ -15,6 +15,7 @@ from finance_assets.assets import IngestionNames, SyncDefaults, build_finance_as
 from finance_assets.components.connection import (
     ApiConnection,
     ConfigurationError,
+    NamedSetting,
     Source,
     choose_source,
 )
@@ -76,7 +77,6 @@ class _Scaffolder(dg.Scaffolder):
                         "rate_limit_per_minute",
                     )
                 },  # fmt: skip
-                "warehouse": {"path": f"{DATA_DIR}/{name}.duckdb"},
             },
         )
 
@@ -95,10 +95,10 @@ class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
     endpoints: Literal["all"] | list[str] = Field(
         default="all", description="Endpoint names to load (default: all sixteen)."
     )
-    source: str | None = Field(
+    source: NamedSetting = Field(
         default=None,
         description="'api', 'sandbox', or unset: the API when configured, the sandbox when "
-        "none of its variables is set.",
+        "none of its variables is set (usually `{{ env.FINANCE_SOURCE }}`).",
     )
     connection: ApiConnection = ApiConnection()
     sandbox: SandboxSettings = SandboxSettings()
