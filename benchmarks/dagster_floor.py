@@ -18,12 +18,12 @@ from finance_assets.endpoints import ENDPOINTS
 
 
 @dg.multi_asset(
-    name="finance_api",
+    name="sync_finance_records",
     specs=[dg.AssetSpec(asset_key(e), skippable=True) for e in ENDPOINTS],
     check_specs=[s for e in ENDPOINTS for s in checks.check_specs(e, asset_key(e))],
     can_subset=True,
 )
-def finance_api(
+def sync_finance_records(
     context: dg.AssetExecutionContext,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     for endpoint in ENDPOINTS:
@@ -34,4 +34,4 @@ def finance_api(
             yield dg.AssetCheckResult(asset_key=key, check_name=spec.name, passed=True)
 
 
-defs = dg.Definitions(assets=[finance_api], executor=dg.in_process_executor)
+defs = dg.Definitions(assets=[sync_finance_records], executor=dg.in_process_executor)
