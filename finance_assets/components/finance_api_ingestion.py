@@ -168,25 +168,22 @@ class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
             description="Read every resource in full and soft-delete (`_deleted_at`) records "
             "that are gone from the API.",
         )
-        zone = self.schedules.timezone
+        timing = self.schedules
         schedules = [
             dg.ScheduleDefinition(
-                name=names.incremental_schedule,
-                job=incremental,
-                cron_schedule=self.schedules.incremental_cron,
-                execution_timezone=zone,
-                description=f"Incremental sync and checks ({self.schedules.incremental_cron}, "
-                f"{zone}).",
-            ),
-            dg.ScheduleDefinition(
-                name=names.full_refresh_schedule,
-                job=full_refresh,
-                cron_schedule=self.schedules.full_refresh_cron,
-                execution_timezone=zone,
-                description=f"Full refresh, which also detects deleted records "
-                f"({self.schedules.full_refresh_cron}, {zone}).",
-            ),
-        ]
+                name=name,
+                job=job,
+                cron_schedule=cron,
+                execution_timezone=timing.timezone,
+                description=f"{what} ({cron}, {timing.timezone}).",
+            )
+            for name, job, cron, what in (
+                (names.incremental_schedule, incremental, timing.incremental_cron,
+                 "Incremental sync and checks"),
+                (names.full_refresh_schedule, full_refresh, timing.full_refresh_cron,
+                 "Full refresh, which also detects deleted records"),
+            )
+        ]  # fmt: skip
         return dg.Definitions(
             assets=[assets],
             jobs=[incremental, full_refresh],
