@@ -27,7 +27,7 @@ from finance_assets.checks import (
 )
 from finance_assets.endpoints import BY_NAME
 from finance_assets.warehouse import Warehouse
-from finance_assets_tests.test_warehouse import make, write
+from finance_assets_tests.warehouse_helpers import make, write
 
 INVOICES = BY_NAME["invoices"]
 PARENT, CHILD = "finance.invoices", "finance.invoices__line_items"

@@ -32,10 +32,12 @@ from finance_assets.warehouse import (
     WriteStats,
     order_key,
 )
-from finance_assets_tests.test_warehouse import INVOICES, LOADED_AT, make
-from finance_assets_tests.test_warehouse_memory import (
+from finance_assets_tests.warehouse_helpers import (
+    INVOICES,
+    LOADED_AT,
     Rej,
     finance_tables,
+    make,
     staging_tables,
     temp_tables,
 )

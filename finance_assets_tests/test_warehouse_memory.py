@@ -17,7 +17,6 @@ import sys
 import threading
 import typing
 from contextlib import ExitStack
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,20 @@ import duckdb
 import pytest
 
 from finance_assets import models as m
-from finance_assets.endpoints import BY_NAME
 from finance_assets.records.page_columns import columns_from_records
-from finance_assets.warehouse import STAGING_SCHEMA, Warehouse, Writer, order_key
-from finance_assets_tests.test_warehouse import INVOICES, LOADED_AT, make, write
+from finance_assets.warehouse import Warehouse, Writer, order_key
+from finance_assets_tests.warehouse_helpers import (
+    BILLS,
+    INVOICES,
+    LOADED_AT,
+    Rej,
+    finance_tables,
+    make,
+    staging_tables,
+    temp_tables,
+    write,
+)
 
-BILLS = BY_NAME["bills"]
 LATER = LOADED_AT + dt.timedelta(days=1)
 
 
@@ -40,40 +47,6 @@ def conn(tmp_path: Path) -> typing.Iterator[duckdb.DuckDBPyConnection]:
     c = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     yield c
     c.close()
-
-
-@dataclass(frozen=True)
-class Rej:
-    record_id: str | None
-    raw: Any
-    reason: str
-
-
-def finance_tables(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
-    """Every table of the ``finance`` schema (data, quarantine, sync state), sorted rows."""
-    names = conn.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'finance' ORDER BY 1"
-    ).fetchall()
-    return {
-        t: conn.execute(f'SELECT * FROM finance."{t}" ORDER BY ALL').fetchall() for (t,) in names
-    }
-
-
-def staging_tables(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Staging tables in the file and their committed rows, as any other cursor sees them."""
-    with conn.cursor() as other:
-        names = other.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = ? ORDER BY 1",
-            [STAGING_SCHEMA],
-        ).fetchall()
-        return {
-            t: other.execute(f'SELECT count(*) FROM "{STAGING_SCHEMA}"."{t}"').fetchone()[0]
-            for (t,) in names
-        }
-
-
-def temp_tables(conn: duckdb.DuckDBPyConnection) -> int:
-    return conn.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0]
 
 
 # ---------- staging is committed, invisible as data, and dropped ----------
@@ -171,7 +144,7 @@ def test_first_write_failing_after_staging_creates_no_finance_table(conn) -> Non
 _KILLED_WRITER = """
 import datetime as dt, os, signal, sys
 import duckdb
-from finance_assets_tests.test_warehouse import INVOICES, make
+from finance_assets_tests.warehouse_helpers import INVOICES, make
 from finance_assets import models as m
 from finance_assets.records.page_columns import columns_from_records
 from finance_assets.warehouse import Warehouse
