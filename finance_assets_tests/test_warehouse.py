@@ -18,7 +18,7 @@ from finance_assets.records.json_text import undocumented_fields_json
 from finance_assets.records.page_columns import ValueDoesNotFit, columns_from_records
 from finance_assets.schema import child_column_specs, child_table_name, column_specs, table_name
 from finance_assets.validation import validate_page
-from finance_assets.warehouse import Warehouse, Writer, summary_rows
+from finance_assets.warehouse import MergeStep, Warehouse, Writer, summary_rows
 from finance_assets_tests.warehouse_helpers import INVOICES, LOADED_AT, Rej, dump, make, write
 
 
@@ -218,21 +218,20 @@ def test_rollback_leaves_tables_exactly_as_before(conn) -> None:
     assert conn.execute("SELECT count(*) FROM finance.invoices").fetchone() == (3,)
 
 
-def test_failure_after_merge_rolls_back(conn, monkeypatch) -> None:
+def test_failure_after_merge_rolls_back(conn) -> None:
     """Deletes and inserts already ran when the failure hits: still nothing changes."""
     a, b = make(m.Invoice), make(m.Invoice)
     write(conn, INVOICES, [a, b])
     before = dump(conn, INVOICES)
-    merge = Writer._merge
 
-    def merge_then_fail(self: Writer, loaded_at: dt.datetime) -> None:
-        merge(self, loaded_at)
-        assert conn.execute("SELECT count(*) FROM finance.invoices").fetchone() == (3,)
-        raise OSError("disk full")
+    def fail_at_commit(step: MergeStep) -> None:
+        if step is MergeStep.COMMIT:
+            assert conn.execute("SELECT count(*) FROM finance.invoices").fetchone() == (3,)
+            raise OSError("disk full")
 
-    monkeypatch.setattr(Writer, "_merge", merge_then_fail)
     changed = a.model_copy(update={"total": Decimal("0.01"), "line_items": []})
-    with pytest.raises(OSError), Warehouse(conn).writer(INVOICES, LOADED_AT) as w:
+    writer = Writer(conn, INVOICES, LOADED_AT, before_merge_statement=fail_at_commit)
+    with pytest.raises(OSError), writer as w:
         w.add(columns_from_records(INVOICES, [changed, make(m.Invoice)]))
     assert dump(conn, INVOICES) == before
 

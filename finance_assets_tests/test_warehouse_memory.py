@@ -26,7 +26,7 @@ import pytest
 
 from finance_assets import models as m
 from finance_assets.records.page_columns import columns_from_records
-from finance_assets.warehouse import Warehouse, Writer, order_key
+from finance_assets.warehouse import MergeStep, Warehouse, Writer, order_key
 from finance_assets_tests.warehouse_helpers import (
     BILLS,
     INVOICES,
@@ -72,9 +72,7 @@ def test_staged_pages_are_committed_to_disk_and_never_visible_as_data(conn) -> N
 
 
 @pytest.mark.parametrize("where", ["while staging", "after the merge", "in the sync state"])
-def test_failure_after_staging_commits_leaves_every_table_unchanged(
-    conn, monkeypatch, where: str
-) -> None:
+def test_failure_after_staging_commits_leaves_every_table_unchanged(conn, where: str) -> None:
     a, b = make(m.Invoice), make(m.Invoice)
     write(conn, INVOICES, [a, b])
     with Warehouse(conn).writer(INVOICES, LOADED_AT) as w:
@@ -82,24 +80,21 @@ def test_failure_after_staging_commits_leaves_every_table_unchanged(
         w.set_cursor(LOADED_AT)
     before = finance_tables(conn)
     assert set(before) >= {"_rejected", "_sync_state", "invoices", "invoices__line_items"}
+    # Every merge statement has run by COMMIT; the sync state is saved near the end.
+    failing_step = {
+        "after the merge": MergeStep.COMMIT,
+        "in the sync state": MergeStep.SAVE_SYNC_STATE,
+    }
 
-    if where == "after the merge":
-        merge = Writer._merge
-
-        def merge_then_fail(self: Writer, loaded_at: dt.datetime) -> None:
-            merge(self, loaded_at)
+    def fail(step: MergeStep) -> None:
+        if step is failing_step.get(where):
             raise OSError("disk full")
 
-        monkeypatch.setattr(Writer, "_merge", merge_then_fail)
-    elif where == "in the sync state":
-
-        def fail(self: Writer, loaded_at: dt.datetime) -> None:
-            raise OSError("disk full")
-
-        monkeypatch.setattr(Writer, "_save_state", fail)
-
+    writer = Writer(
+        conn, INVOICES, LATER, flush_rows=1, full_refresh=True, before_merge_statement=fail
+    )
     with pytest.raises(OSError, match="disk full"):
-        with Warehouse(conn).writer(INVOICES, LATER, flush_rows=1, full_refresh=True) as w:
+        with writer as w:
             w.add(
                 columns_from_records(
                     INVOICES, [a.model_copy(update={"total": Decimal("0.01"), "line_items": []})]
@@ -116,7 +111,6 @@ def test_failure_after_staging_commits_leaves_every_table_unchanged(
     assert staging_tables(conn) == {}
     assert temp_tables(conn) == 0
     assert not w.stats.committed
-    monkeypatch.undo()
     write(conn, INVOICES, [make(m.Invoice)])  # the connection is usable afterwards
     assert conn.execute("SELECT count(*) FROM finance.invoices").fetchone() == (3,)
 
@@ -305,26 +299,27 @@ def _row_groups(conn: duckdb.DuckDBPyConnection) -> int:
 
 @pytest.mark.parametrize("session_value", [None, 3])
 def test_merge_buffers_one_row_group_and_the_session_setting_is_restored(
-    conn, monkeypatch, session_value: int | None
+    conn, session_value: int | None
 ) -> None:
     if session_value is not None:
         conn.execute(f"SET SESSION write_buffer_row_group_count = {session_value}")
     before = _row_groups(conn)
     seen: list[int] = []
-    merge = Writer._merge
 
-    def spy(self: Writer, loaded_at: dt.datetime) -> None:
-        seen.append(_row_groups(self._conn))
-        merge(self, loaded_at)
+    def spy(step: MergeStep) -> None:
+        if step is MergeStep.PROBE:  # once per merge, inside its transaction
+            seen.append(_row_groups(conn))
 
-    def fail(self: Writer, loaded_at: dt.datetime) -> None:
-        raise RuntimeError("after the merge statements")
+    def spy_then_fail(step: MergeStep) -> None:
+        spy(step)
+        if step is MergeStep.SAVE_SYNC_STATE:  # and restored after a failed merge too
+            raise RuntimeError("after the merge statements")
 
-    monkeypatch.setattr(Writer, "_merge", spy)
-    write(conn, INVOICES, [make(m.Invoice)])
-    monkeypatch.setattr(Writer, "_save_state", fail)  # and restored after a failed merge too
-    with pytest.raises(RuntimeError), Warehouse(conn).writer(INVOICES, LATER) as w:
+    with Writer(conn, INVOICES, LOADED_AT, before_merge_statement=spy) as w:
         w.add(columns_from_records(INVOICES, [make(m.Invoice)]))
+    with pytest.raises(RuntimeError):
+        with Writer(conn, INVOICES, LATER, before_merge_statement=spy_then_fail) as w:
+            w.add(columns_from_records(INVOICES, [make(m.Invoice)]))
     assert seen == [1, 1]
     assert _row_groups(conn) == before
     conn.execute("SET GLOBAL write_buffer_row_group_count = 4")  # still follows the global
