@@ -155,6 +155,7 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
             except (FinanceApiError, WarehouseBusyError) as exc:
                 raise dg.Failure(description=str(exc)) from None
             warehouse = Warehouse(conn)
+            warehouse.drop_leftover_staging()  # once, before any writer starts
             for endpoint in selected:  # DDL up front: concurrent CREATEs would conflict
                 warehouse.ensure_tables(endpoint)
             catalog = checks.read_catalog(conn)  # no DDL on finance tables from here on

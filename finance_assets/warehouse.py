@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -190,11 +189,6 @@ def _ensure_tables(conn: duckdb.DuckDBPyConnection, catalog: str, endpoint: Endp
 # tables) in memory, so staging a whole resource inside the merge transaction made peak
 # memory grow with the resource. Only the final merge is one (short) transaction.
 STAGING_SCHEMA = "_finance_staging"
-# Staging tables (qualified names) of writers running in this process. Another process
-# cannot be writing the same file (DuckDB allows one writing process), so any other
-# staging table is the leftover of a crashed run and the next writer drops it.
-_ACTIVE_STAGING: set[str] = set()
-_ACTIVE_LOCK = threading.Lock()
 _DDL_ATTEMPTS = 10  # concurrent CREATE SCHEMA IF NOT EXISTS can meet a write-write conflict
 # Rows buffered per staging table before one bulk insert. Each insert costs ~1 ms fixed,
 # so pages are batched; 50,000 was no faster and held more Arrow memory per writer (the
@@ -221,7 +215,7 @@ class StagingTables:
 
         def table(*parts: str) -> StagingTable:
             name = "__".join(["_stage", endpoint.name, *parts, token])
-            return StagingTable(name, in_catalog(catalog, f"{q(STAGING_SCHEMA)}.{q(name)}"))
+            return StagingTable(name, _in_staging_schema(catalog, name))
 
         self._catalog = catalog
         self.rejected = table("_rejected")  # no child field starts with "_"
@@ -234,9 +228,6 @@ class StagingTables:
     def create(self, conn: duckdb.DuckDBPyConnection, endpoint: Endpoint) -> None:
         """Create the schema (if missing) and these tables, each statement in autocommit."""
         _create_staging_schema(conn, self._catalog)
-        with _ACTIVE_LOCK:
-            _ACTIVE_STAGING.update(t.qualified for t in self.all())
-        _drop_leftover_staging(conn, self._catalog)
         columns = {
             self.rejected: "id VARCHAR, reason VARCHAR, raw VARCHAR",
             self.parent: ", ".join(
@@ -266,16 +257,9 @@ class StagingTables:
         Best effort: the data is committed (or rolled back) by now and must not fail for
         this; a table left behind is a leftover the next run drops.
         """
-        try:
-            for stage in self.all():
-                with suppress(duckdb.Error):
-                    conn.execute(f"DROP TABLE IF EXISTS {stage.qualified}")
-        finally:
-            self.release()
-
-    def release(self) -> None:
-        with _ACTIVE_LOCK:
-            _ACTIVE_STAGING.difference_update(t.qualified for t in self.all())
+        for stage in self.all():
+            with suppress(duckdb.Error):
+                conn.execute(f"DROP TABLE IF EXISTS {stage.qualified}")
 
 
 # Staging only: the order in which the run received its parent records, so that the last
@@ -295,18 +279,20 @@ def _create_staging_schema(conn: duckdb.DuckDBPyConnection, catalog: str) -> Non
             time.sleep(0.01 * (attempt + 1))
 
 
-def _drop_leftover_staging(conn: duckdb.DuckDBPyConnection, catalog: str) -> None:
-    """Drop staging tables no writer of this process owns: what a crashed run left behind."""
+def _drop_all_staging(conn: duckdb.DuckDBPyConnection, catalog: str) -> int:
+    """Drop every table of the staging schema; how many there were."""
     rows = conn.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = ?",
         [catalog, STAGING_SCHEMA],
     ).fetchall()
-    tables = [in_catalog(catalog, f"{q(STAGING_SCHEMA)}.{q(name)}") for (name,) in rows]
-    with _ACTIVE_LOCK:
-        leftovers = [t for t in tables if t not in _ACTIVE_STAGING]
-    for table in leftovers:  # suppress: another writer may be dropping it right now
-        with suppress(duckdb.Error):
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
+    for (name,) in rows:
+        conn.execute(f"DROP TABLE IF EXISTS {_in_staging_schema(catalog, name)}")
+    return len(rows)
+
+
+def _in_staging_schema(catalog: str, name: str) -> str:
+    """A table of the staging schema, qualified and quoted for SQL."""
+    return in_catalog(catalog, f"{q(STAGING_SCHEMA)}.{q(name)}")
 
 
 # ---------- the merge ----------
@@ -706,9 +692,7 @@ class Writer:
                 ).run()
                 self._record(outcome)
         finally:
-            if self.stats.committed:  # the merge transaction dropped the staging tables
-                self._staging.release()
-            else:
+            if not self.stats.committed:  # else the merge transaction dropped them
                 self._staging.drop(self._conn)
 
     def _record(self, outcome: MergeOutcome) -> None:
@@ -822,6 +806,16 @@ class Warehouse:
 
     def _fq(self, table: str) -> str:
         return in_catalog(self.catalog, table)
+
+    def drop_leftover_staging(self) -> int:
+        """Drop what crashed runs left in the staging schema; how many tables there were.
+
+        Call it once when a run opens the file for writing, before any writer starts:
+        DuckDB lets one process write a file, so every staging table there then is a
+        leftover. Writers never drop each other's tables, so writers of one run can
+        start and end in any order.
+        """
+        return _drop_all_staging(self.conn, self.catalog)
 
     def ensure_tables(self, endpoint: Endpoint) -> None:
         """Create the schema, the parent table and its child tables if missing (idempotent)."""

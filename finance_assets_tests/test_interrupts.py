@@ -20,6 +20,7 @@ import pytest
 
 from finance_assets.duckdb_lock import WarehouseBusyError, connect_waiting
 from finance_assets.endpoints import ENDPOINTS
+from finance_assets.warehouse import STAGING_SCHEMA
 from finance_assets_tests.harness import (
     SCALE,
     api_for,
@@ -136,10 +137,20 @@ def test_killed_run_leaves_tables_as_before_and_next_run_completes(
     assert served == 1  # killed between the two pages of bills (page 2 was never received)
 
     assert snapshot(database) == before  # nothing half-written, the file opens cleanly
+    assert staging_table_count(database) > 0  # the killed writers' staging tables
     sb.configure(latency=0.0)
     assert run(api_for(sb), database).success
     assert_warehouse_equals_sandbox(sb, database)
     assert snapshot(database) != before
+    assert staging_table_count(database) == 0  # the next run dropped the leftovers
+
+
+def staging_table_count(database: Path) -> int:
+    with duckdb.connect(str(database), read_only=True) as conn:
+        (count,) = conn.execute(
+            "select count(*) from duckdb_tables() where schema_name = ?", [STAGING_SCHEMA]
+        ).fetchone()
+    return count
 
 
 def test_two_runs_at_once_never_corrupt_or_duplicate(make_sandbox, tmp_path) -> None:

@@ -5,7 +5,7 @@ Staging used to live in TEMP tables inside the resource's one transaction, so pe
 memory grew with the largest resource. These tests hold the new shape to the old
 guarantees: a failure at any point leaves every table of the ``finance`` schema as it
 was, readers never see a half-merged resource, results and stats do not depend on how
-pages were batched, and a crashed writer's staging tables are dropped by the next one.
+pages were batched, and a crashed writer's staging tables are dropped by the next run.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ with Warehouse(conn).writer(INVOICES, dt.datetime.now(dt.timezone.utc), flush_ro
 """
 
 
-def test_leftover_staging_of_a_killed_writer_is_dropped_by_the_next_writer(tmp_path) -> None:
+def test_leftover_staging_of_a_killed_writer_is_dropped_by_the_next_run(tmp_path) -> None:
     database = tmp_path / "w.duckdb"
     with duckdb.connect(str(database)) as c:
         write(c, INVOICES, [make(m.Invoice)])
@@ -165,7 +165,8 @@ def test_leftover_staging_of_a_killed_writer_is_dropped_by_the_next_writer(tmp_p
         leftover = staging_tables(c)
         assert sum(leftover.values()) == 9  # 3 invoices, 6 line items: committed, not merged
         assert finance_tables(c) == before  # never visible as data
-        # The next writer, of any resource, drops what no live writer owns.
+        # The next run drops them when it opens the file, before any writer starts.
+        assert Warehouse(c).drop_leftover_staging() == len(leftover) == 3
         write(c, BILLS, [make(m.Bill)])
         assert staging_tables(c) == {}
         assert finance_tables(c)["invoices"] == before["invoices"]
@@ -181,7 +182,7 @@ def test_a_live_writer_keeps_its_staging_while_another_writer_starts(conn) -> No
         other = stack.enter_context(conn.cursor())
         w = stack.enter_context(Warehouse(mine).writer(INVOICES, LOADED_AT, flush_rows=1))
         w.add(columns_from_records(INVOICES, [ours]))
-        with pytest.raises(RuntimeError):  # its start-up cleanup must spare w's tables
+        with pytest.raises(RuntimeError):  # its start and its cleanup spare w's tables
             with Warehouse(other).writer(INVOICES, LOADED_AT, flush_rows=1) as w2:
                 w2.add(columns_from_records(INVOICES, [theirs]))
                 assert len(staging_tables(conn)) == 2 * 3
