@@ -19,12 +19,11 @@ from pydantic import Field
 
 from finance_assets import checks, columnar
 from finance_assets.client import FinanceApiError
-from finance_assets.duckdb_lock import WarehouseBusyError, locked_connection
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.resources import FinanceApiResource
 from finance_assets.schema import table_name
 from finance_assets.sync import DEFAULT_MARGIN, LoadReport, load_endpoint
-from finance_assets.warehouse import Warehouse
+from finance_assets.warehouse import Warehouse, WarehouseBusyError, locked_connection
 
 GROUP = "finance"
 

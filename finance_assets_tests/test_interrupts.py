@@ -18,9 +18,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from finance_assets.duckdb_lock import WarehouseBusyError, connect_waiting
 from finance_assets.endpoints import ENDPOINTS
-from finance_assets.warehouse import STAGING_SCHEMA
+from finance_assets.warehouse import STAGING_SCHEMA, WarehouseBusyError, connect_waiting
 from finance_assets_tests.harness import (
     SCALE,
     api_for,
@@ -77,7 +76,7 @@ def kill_group(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
     raise AssertionError("the killed run's processes did not exit")
 
 
-# ---------- the lock helper (finance_assets.duckdb_lock) ----------
+# ---------- the lock helper (finance_assets.warehouse.lock) ----------
 def test_busy_file_fails_after_the_bounded_wait_with_one_sentence(tmp_path, holders) -> None:
     database = tmp_path / "w.duckdb"
     holders.append(hold_lock(database, 30))
