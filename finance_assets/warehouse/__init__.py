@@ -18,19 +18,25 @@ from finance_assets.warehouse.lock import (
 )
 from finance_assets.warehouse.merge import MergeHook, MergeStep
 from finance_assets.warehouse.staging import STAGING_SCHEMA
-from finance_assets.warehouse.tables import ResourceSummary, SyncState, summary_rows
+from finance_assets.warehouse.tables import (
+    FULL_REFRESH,
+    INCREMENTAL,
+    ResourceSummary,
+    summary_rows,
+)
 from finance_assets.warehouse.writer import FLUSH_ROWS, RejectedRecord, Writer, WriteStats
 
 __all__ = [
     "FLUSH_ROWS",
+    "FULL_REFRESH",
     "HIGHEST_KEY",
+    "INCREMENTAL",
     "LOWEST_KEY",
     "STAGING_SCHEMA",
     "MergeHook",
     "MergeStep",
     "RejectedRecord",
     "ResourceSummary",
-    "SyncState",
     "Warehouse",
     "WarehouseBusyError",
     "WriteStats",

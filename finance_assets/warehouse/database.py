@@ -10,7 +10,7 @@ from finance_assets.endpoints import Endpoint
 from finance_assets.schema import current_catalog, table_name
 from finance_assets.warehouse import tables
 from finance_assets.warehouse.staging import drop_all_staging
-from finance_assets.warehouse.tables import ResourceSummary, SyncState
+from finance_assets.warehouse.tables import ResourceSummary
 from finance_assets.warehouse.writer import FLUSH_ROWS, Writer
 
 
@@ -55,9 +55,10 @@ class Warehouse:
             catalog=self.catalog,
         )
 
-    def sync_state(self, endpoint: Endpoint) -> SyncState | None:
-        """The resource's committed cursor and mode; None before its first sync."""
-        return tables.read_sync_state(self.conn, self.catalog, endpoint)
+    def sync_cursor(self, endpoint: Endpoint) -> dt.datetime | None:
+        """The resource's committed cursor, where its next incremental read starts; None
+        before its first sync."""
+        return tables.read_cursor(self.conn, self.catalog, endpoint)
 
     def existing_tables(self) -> set[str]:
         """Qualified names of the tables in the ``finance`` schema."""

@@ -1,9 +1,11 @@
 """The merge: one transaction that moves a writer's staging tables into the resource's tables.
 
-Upsert by primary key, set-wise (the last occurrence in the run wins, its child rows
+Set-wise upsert by primary key (the last occurrence in the run wins and its child rows
 replace the old ones), the quarantine, soft deletes proven by seen key ranges and the
-sync state, then COMMIT; on any exception every table stays as it was. A probe first
-skips the statements that cannot change a row.
+sync state, then COMMIT, so readers see a resource change in one step. A probe first
+finds the statements that cannot change a row (a first load deletes nothing; without a
+repeated id no row needs picking) and skips them: the tables and counts are exactly
+those of running them all.
 """
 
 from __future__ import annotations
@@ -32,14 +34,19 @@ from finance_assets.schema import (
     model_columns,
     q,
     table_name,
+    table_names,
 )
 from finance_assets.warehouse.list_order import ORDER_KEY_SQL
 from finance_assets.warehouse.staging import ARRIVAL_COLUMN, StagingTables
-from finance_assets.warehouse.tables import check_tables_match, create_statements
+from finance_assets.warehouse.tables import (
+    FULL_REFRESH,
+    INCREMENTAL,
+    check_tables_match,
+    create_statements,
+)
 
-# Row groups a bulk insert buffers before writing them out, for the merge only (this
-# connection's session): DuckDB's default of 5 held 118 MiB while 600,000 invoice line
-# items were inserted, 1 held 67 MiB.
+# Row groups a bulk insert buffers before writing them out, for the merge's session only:
+# fewer than DuckDB's default keeps the memory of inserting a large child table bounded.
 _MERGE_SETTINGS = {"write_buffer_row_group_count": 1}
 
 
@@ -136,10 +143,11 @@ class MergeOutcome:
 class Merge:
     """The one transaction that moves a writer's staging tables into the resource's tables.
 
-    Upsert by primary key (the last occurrence in the run wins and its child rows replace
-    the old ones), quarantine, soft deletes proven by seen key ranges and the cursor; the
-    staging tables are dropped inside it too, so a checkpoint the commit triggers does not
-    write staged rows to the file. On any exception it rolls back and re-raises.
+    The staging tables are dropped inside it too, so a checkpoint the commit triggers
+    does not write staged rows to the file. On any exception it rolls back and re-raises.
+    ``before_statement`` is called with each step just before its statement runs;
+    ``shortcuts=False`` runs every statement, even those the probe shows cannot change
+    a row (the results are the same).
     """
 
     def __init__(
@@ -162,7 +170,7 @@ class Merge:
         self._seen_ranges, self._cursor = list(seen_ranges), cursor
         self._before_statement = before_statement
         self._shortcuts = shortcuts
-        self._target = in_catalog(catalog, table_name(endpoint))
+        self._table = in_catalog(catalog, table_name(endpoint))
         self._key = q(endpoint.primary_key)
 
     def run(self) -> MergeOutcome:
@@ -189,71 +197,21 @@ class Merge:
         return self._conn.execute(sql, parameters)
 
     def _merge(self) -> MergeOutcome:
-        """Statements the probe shows cannot change a row are skipped (a first load deletes
-        nothing; without a repeated id no row needs picking), the others are the general
-        ones: tables and counts are exactly those of running them all."""
-        conn, ep, key, target = self._conn, self._endpoint, self._key, self._target
-        for statement in create_statements(self._catalog, ep):
+        for statement in create_statements(self._catalog, self._endpoint):
             self._execute(MergeStep.CREATE_TABLES, statement)
         self._step(MergeStep.CHECK_TABLES)
-        check_tables_match(conn, self._catalog, ep)
+        check_tables_match(self._conn, self._catalog, self._endpoint)
         probe = self._probe()
         if not self._shortcuts:
             probe = probe.without_shortcuts()
-        staged = self._staging.parent.qualified
-        if probe.repeated_ids:
-            winners = f"{self._staging.parent.name}__winners"
-            self._execute(
-                MergeStep.PICK_WINNERS,
-                f"CREATE OR REPLACE TEMP TABLE {winners} AS SELECT {key}, "
-                f"max({ARRIVAL_COLUMN}) AS {ARRIVAL_COLUMN} FROM {staged} GROUP BY {key}",
-            )
-            winners_only = f" WHERE {ARRIVAL_COLUMN} IN (SELECT {ARRIVAL_COLUMN} FROM {winners})"
-        else:  # every staged record is its id's winner: staging is the winners table
-            winners, winners_only = staged, ""
-        updated = restored = 0
-        if probe.table_has_rows:
-            updated, restored = self._execute(
-                MergeStep.COUNT_CHANGES,
-                f"SELECT (SELECT count(*) FROM {winners} WHERE {key} IN (SELECT {key} FROM "
-                f"{target})), (SELECT count(*) FROM {target} WHERE {DELETED_AT_COLUMN} IS NOT "
-                f"NULL AND {key} IN (SELECT {key} FROM {winners}))",
-            ).fetchone()  # type: ignore[misc]
-
-        child_rows: dict[str, int] = {}
-        for child, stage in self._staging.children.items():
-            table = child_table_name(ep, child)
-            qualified = in_catalog(self._catalog, table)
-            if probe.child_tables_have_rows[child]:
-                self._execute(
-                    MergeStep.DELETE_REPLACED_CHILDREN,
-                    f"DELETE FROM {qualified} "
-                    f"WHERE {q(PARENT_ID_COLUMN)} IN (SELECT {key} FROM {winners})",
-                )
-            columns = _column_list(child_column_specs(ep.children[child]))
-            (rows,) = self._execute(  # DuckDB returns the inserted row count
-                MergeStep.INSERT_CHILDREN,
-                f"INSERT INTO {qualified} ({columns}) "
-                f"SELECT {columns} FROM {stage.qualified}{winners_only}",
-            ).fetchone()  # type: ignore[misc]
-            child_rows[table] = int(rows)
-
-        if probe.table_has_rows:
-            self._execute(
-                MergeStep.DELETE_REPLACED_ROWS,
-                f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM {winners})",
-            )
-        columns = _column_list(model_columns(ep.model))
-        self._execute(
-            MergeStep.INSERT_ROWS,
-            f"INSERT INTO {target} ({columns}, {EXTRA_COLUMN}, {LOADED_AT_COLUMN}) "
-            f"SELECT {columns}, {EXTRA_COLUMN}, ?::TIMESTAMPTZ FROM {staged}{winners_only}",
-            [self._loaded_at.isoformat()],
-        )
+        winners, only_winners = self._pick_winners(probe)
+        updated, restored = self._count_changes(probe, winners)
+        child_rows = self._replace_children(probe, winners, only_winners)
+        self._replace_rows(probe, winners, only_winners)
         deleted = 0
         if self._full_refresh and probe.table_has_rows:  # else every row is a winner
             deleted = self._mark_deleted(winners)
-        self._merge_quarantine(winners, probe)
+        self._update_quarantine(probe, winners)
         self._save_sync_state()
         if probe.repeated_ids:
             self._execute(MergeStep.DROP_WINNERS, f"DROP TABLE {winners}")
@@ -261,34 +219,102 @@ class Merge:
             self._execute(MergeStep.DROP_STAGING, f"DROP TABLE {stage.qualified}")
         return MergeOutcome(
             distinct_ids=probe.distinct_ids,
-            inserted=probe.distinct_ids - int(updated),
-            updated=int(updated),
-            restored=int(restored),
+            inserted=probe.distinct_ids - updated,
+            updated=updated,
+            restored=restored,
             deleted=deleted,
             child_rows=child_rows,
         )
 
     def _probe(self) -> MergeProbe:
         """One query for the facts that let the merge skip statements (``MergeProbe``)."""
-        ep, staging = self._endpoint, self._staging
+        endpoint, staged = self._endpoint, self._staging.parent.qualified
         quarantine = in_catalog(self._catalog, REJECTED_TABLE)
-        children = [in_catalog(self._catalog, child_table_name(ep, c)) for c in ep.children]
-        filled = ", ".join(f"EXISTS (SELECT 1 FROM {t})" for t in (self._target, *children))
-        staged, distinct, rejections, quarantined, table_rows, *child_rows = self._execute(
+        filled = ", ".join(  # the parent table, then each child table
+            f"EXISTS (SELECT 1 FROM {in_catalog(self._catalog, t)})" for t in table_names(endpoint)
+        )
+        rows, distinct, rejections, quarantined, table_rows, *child_rows = self._execute(
             MergeStep.PROBE,
-            f"SELECT (SELECT count(*) FROM {staging.parent.qualified}), "
-            f"(SELECT count(DISTINCT {self._key}) FROM {staging.parent.qualified}), "
-            f"EXISTS (SELECT 1 FROM {staging.rejected.qualified}), "
+            f"SELECT (SELECT count(*) FROM {staged}), "
+            f"(SELECT count(DISTINCT {self._key}) FROM {staged}), "
+            f"EXISTS (SELECT 1 FROM {self._staging.rejected.qualified}), "
             f"EXISTS (SELECT 1 FROM {quarantine} WHERE resource = ?), {filled}",
-            [ep.name],
+            [endpoint.name],
         ).fetchone()  # type: ignore[misc]
         return MergeProbe(
             distinct_ids=int(distinct),
-            repeated_ids=staged != distinct,  # (NULL ids, refused by add, would land here too)
+            repeated_ids=rows != distinct,  # (NULL ids, refused by add, would land here too)
             table_has_rows=bool(table_rows),
-            child_tables_have_rows=dict(zip(ep.children, map(bool, child_rows), strict=True)),
+            child_tables_have_rows=dict(zip(endpoint.children, map(bool, child_rows), strict=True)),
             quarantine_has_rows=bool(quarantined),
             rejections_staged=bool(rejections),
+        )
+
+    def _pick_winners(self, probe: MergeProbe) -> tuple[str, str]:
+        """The table of each id's last occurrence, and the filter that keeps a staging
+        table's rows of those occurrences (none needed when no id repeats)."""
+        staged = self._staging.parent.qualified
+        if not probe.repeated_ids:  # every staged record is its id's winner
+            return staged, ""
+        winners = f"{self._staging.parent.name}__winners"
+        self._execute(
+            MergeStep.PICK_WINNERS,
+            f"CREATE OR REPLACE TEMP TABLE {winners} AS SELECT {self._key}, "
+            f"max({ARRIVAL_COLUMN}) AS {ARRIVAL_COLUMN} FROM {staged} GROUP BY {self._key}",
+        )
+        return winners, f" WHERE {ARRIVAL_COLUMN} IN (SELECT {ARRIVAL_COLUMN} FROM {winners})"
+
+    def _count_changes(self, probe: MergeProbe, winners: str) -> tuple[int, int]:
+        """Winners that replace a stored row, and stored rows marked deleted they restore."""
+        if not probe.table_has_rows:
+            return 0, 0
+        key, table = self._key, self._table
+        updated, restored = self._execute(
+            MergeStep.COUNT_CHANGES,
+            f"SELECT (SELECT count(*) FROM {winners} WHERE {key} IN (SELECT {key} FROM {table})),"
+            f" (SELECT count(*) FROM {table} WHERE {DELETED_AT_COLUMN} IS NOT NULL "
+            f"AND {key} IN (SELECT {key} FROM {winners}))",
+        ).fetchone()  # type: ignore[misc]
+        return int(updated), int(restored)
+
+    def _replace_children(
+        self, probe: MergeProbe, winners: str, only_winners: str
+    ) -> dict[str, int]:
+        """Each winner's child rows replace all its stored ones; rows inserted per table."""
+        inserted: dict[str, int] = {}
+        for child, stage in self._staging.children.items():
+            table = child_table_name(self._endpoint, child)
+            qualified = in_catalog(self._catalog, table)
+            if probe.child_tables_have_rows[child]:
+                self._execute(
+                    MergeStep.DELETE_REPLACED_CHILDREN,
+                    f"DELETE FROM {qualified} "
+                    f"WHERE {q(PARENT_ID_COLUMN)} IN (SELECT {self._key} FROM {winners})",
+                )
+            columns = _column_list(child_column_specs(self._endpoint.children[child]))
+            (rows,) = self._execute(  # DuckDB returns the inserted row count
+                MergeStep.INSERT_CHILDREN,
+                f"INSERT INTO {qualified} ({columns}) "
+                f"SELECT {columns} FROM {stage.qualified}{only_winners}",
+            ).fetchone()  # type: ignore[misc]
+            inserted[table] = int(rows)
+        return inserted
+
+    def _replace_rows(self, probe: MergeProbe, winners: str, only_winners: str) -> None:
+        """Each winner replaces its stored row (unmarking it if it was marked deleted)."""
+        if probe.table_has_rows:
+            self._execute(
+                MergeStep.DELETE_REPLACED_ROWS,
+                f"DELETE FROM {self._table} "
+                f"WHERE {self._key} IN (SELECT {self._key} FROM {winners})",
+            )
+        columns = _column_list(model_columns(self._endpoint.model))
+        self._execute(
+            MergeStep.INSERT_ROWS,
+            f"INSERT INTO {self._table} ({columns}, {EXTRA_COLUMN}, {LOADED_AT_COLUMN}) "
+            f"SELECT {columns}, {EXTRA_COLUMN}, ?::TIMESTAMPTZ "
+            f"FROM {self._staging.parent.qualified}{only_winners}",
+            [self._loaded_at.isoformat()],
         )
 
     def _mark_deleted(self, winners: str) -> int:
@@ -299,7 +325,7 @@ class Merge:
         lows, highs = (list(bounds) for bounds in zip(*self._seen_ranges, strict=True))
         (deleted,) = self._execute(
             MergeStep.MARK_DELETED,
-            f"UPDATE {self._target} SET {DELETED_AT_COLUMN} = ?::TIMESTAMPTZ "
+            f"UPDATE {self._table} SET {DELETED_AT_COLUMN} = ?::TIMESTAMPTZ "
             f"WHERE {DELETED_AT_COLUMN} IS NULL AND {key} NOT IN (SELECT {key} FROM {winners}) "
             # A record staged as rejected exists (it is only invalid).
             f"AND {key} NOT IN (SELECT id FROM {rejected} WHERE id IS NOT NULL) "
@@ -310,7 +336,7 @@ class Merge:
         ).fetchone()  # type: ignore[misc]
         return int(deleted)
 
-    def _merge_quarantine(self, winners: str, probe: MergeProbe) -> None:
+    def _update_quarantine(self, probe: MergeProbe, winners: str) -> None:
         """A newer rejection or a valid load of a record supersedes its quarantine row."""
         rejected, name = self._staging.rejected.qualified, self._endpoint.name
         quarantine = in_catalog(self._catalog, REJECTED_TABLE)
@@ -334,7 +360,7 @@ class Merge:
             )
 
     def _save_sync_state(self) -> None:
-        """Replace the resource's bookkeeping row (same transaction as the data)."""
+        """Replace the resource's row of the sync state (same transaction as the data)."""
         state, name = in_catalog(self._catalog, SYNC_STATE_TABLE), self._endpoint.name
         previous = self._execute(
             MergeStep.SAVE_SYNC_STATE,
@@ -342,7 +368,7 @@ class Merge:
             [name],
         ).fetchone()
         last_full = self._loaded_at if self._full_refresh else (previous[0] if previous else None)
-        mode = "full" if self._full_refresh else "incremental"
+        mode = FULL_REFRESH if self._full_refresh else INCREMENTAL
         self._execute(
             MergeStep.SAVE_SYNC_STATE,
             f"INSERT INTO {state} VALUES (?, ?, ?, ?, ?)",

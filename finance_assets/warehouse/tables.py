@@ -1,6 +1,6 @@
 """The ``finance`` tables: DDL derived from the models, the check that a table still
 matches its model, and what a run reads back (table names, row counts, summaries,
-the committed sync state)."""
+the committed cursor)."""
 
 from __future__ import annotations
 
@@ -45,18 +45,11 @@ _SYNC_STATE_COLUMNS = (
     ("last_full_refresh_at", "TIMESTAMPTZ"),
 )
 
+# The values of ``mode`` in the sync state: how a resource was last read.
+FULL_REFRESH, INCREMENTAL = "full", "incremental"
+
 # information_schema spells some types in full.
 _INFORMATION_SCHEMA_TYPE = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
-
-
-@dataclass(frozen=True)
-class SyncState:
-    """A resource's committed sync bookkeeping."""
-
-    cursor: dt.datetime | None
-    mode: str
-    synced_at: dt.datetime
-    last_full_refresh_at: dt.datetime | None
 
 
 @dataclass(frozen=True)
@@ -178,15 +171,14 @@ def summary_rows(
     return out
 
 
-def read_sync_state(
+def read_cursor(
     conn: duckdb.DuckDBPyConnection, catalog: str, endpoint: Endpoint
-) -> SyncState | None:
-    """The resource's committed sync bookkeeping; None before its first sync."""
+) -> dt.datetime | None:
+    """The resource's committed cursor; None before its first sync."""
     if SYNC_STATE_TABLE not in existing_tables(conn, catalog):
         return None
     row = conn.execute(
-        "SELECT cursor, mode, synced_at, last_full_refresh_at "
-        f"FROM {in_catalog(catalog, SYNC_STATE_TABLE)} WHERE resource = ?",
+        f"SELECT cursor FROM {in_catalog(catalog, SYNC_STATE_TABLE)} WHERE resource = ?",
         [endpoint.name],
     ).fetchone()
-    return SyncState(*row) if row else None
+    return row[0] if row else None

@@ -33,9 +33,9 @@ from finance_assets.warehouse.merge import Merge, MergeHook, MergeOutcome
 from finance_assets.warehouse.staging import ARRIVAL_COLUMN, StagingTable, StagingTables
 from finance_assets.warehouse.tables import ensure_tables
 
-# Rows buffered per staging table before one bulk insert. Each insert costs ~1 ms fixed,
-# so pages are batched; 50,000 was no faster and held more Arrow memory per writer (the
-# four biggest resources of scale 50 at once peaked ~50 MiB higher than with 10,000).
+# Rows buffered per staging table before one bulk insert: each insert has a fixed cost,
+# so small pages are batched; larger batches were no faster and hold more Arrow memory
+# per writer, and four writers run at once.
 FLUSH_ROWS = 10_000
 
 
