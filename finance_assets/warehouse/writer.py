@@ -35,7 +35,7 @@ from finance_assets.warehouse.tables import ensure_tables
 
 # Rows buffered per staging table before one bulk insert: each insert has a fixed cost,
 # so small pages are batched; larger batches were no faster and hold more Arrow memory
-# per writer, and four writers run at once.
+# per writer, and several writers run at once.
 FLUSH_ROWS = 10_000
 
 
