@@ -20,13 +20,18 @@ from pydantic import Field
 
 from finance_assets import checks, columnar
 from finance_assets.client import AuthError, FinanceApiError
-from finance_assets.duckdb_lock import WarehouseBusyError, locked_connection
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.resources import FinanceApiResource
 from finance_assets.schema import table_name
 from finance_assets.sync import DEFAULT_MARGIN, LoadReport, load_endpoint
-from finance_assets.warehouse import Warehouse
-from finance_assets.warehouse_source import SourceMismatch, check_source, record_source
+from finance_assets.warehouse import (
+    SourceMismatch,
+    Warehouse,
+    WarehouseBusyError,
+    check_source,
+    locked_connection,
+    record_source,
+)
 
 SOURCE_TAG = "finance/source"  # the run tag naming what a run reads
 
@@ -270,6 +275,7 @@ def _sync(
         except (FinanceApiError, WarehouseBusyError, SourceMismatch) as exc:
             raise dg.Failure(description=str(exc)) from None
         warehouse = Warehouse(conn)
+        warehouse.drop_leftover_staging()  # once, before any writer starts
         conn.begin()  # DDL up front, with the source: concurrent CREATEs would conflict
         if new_file:
             record_source(conn, source)

@@ -18,7 +18,15 @@ from finance_assets.client import ClientStats, FinanceApiClient, Page
 from finance_assets.endpoints import Endpoint
 from finance_assets.records.page_columns import PageColumns, ValueDoesNotFit, columns_from_records
 from finance_assets.validation import validate_page
-from finance_assets.warehouse import HIGHEST_KEY, LOWEST_KEY, Warehouse, WriteStats, order_key
+from finance_assets.warehouse import (
+    FULL_REFRESH,
+    HIGHEST_KEY,
+    INCREMENTAL,
+    LOWEST_KEY,
+    Warehouse,
+    WriteStats,
+    order_key,
+)
 
 DEFAULT_MARGIN = timedelta(minutes=5)
 
@@ -103,8 +111,7 @@ def load_endpoint(
     started = time.perf_counter()
     calls = ClientStats()  # this endpoint's requests, while others share the client
     loaded_at = datetime.now(timezone.utc)
-    state = warehouse.sync_state(endpoint)
-    cursor_used = None if full_refresh or state is None else state.cursor
+    cursor_used = None if full_refresh else warehouse.sync_cursor(endpoint)
     full = cursor_used is None
     since = _api_time(cursor_used) if cursor_used else None
     fetched = loaded_pages = 0
@@ -138,7 +145,7 @@ def load_endpoint(
         writer.set_cursor(cursor_new)
     counts = calls.snapshot()
     return LoadReport(
-        mode="full" if full else "incremental",
+        mode=FULL_REFRESH if full else INCREMENTAL,
         cursor_used=cursor_used,
         cursor_new=cursor_new,
         records_fetched=fetched,

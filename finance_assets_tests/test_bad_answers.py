@@ -20,7 +20,7 @@ import duckdb
 import pytest
 
 from finance_assets.sandbox import MALFORMED_KINDS, Sandbox
-from finance_assets.warehouse_source import record_source
+from finance_assets.warehouse import record_source
 from finance_assets_tests.harness import SCALE, all_tables, api_for, failure_message, run
 
 SELECTION = ["invoices", "taxes"]  # a multi-page and a small resource; the others are kept

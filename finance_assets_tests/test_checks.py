@@ -22,7 +22,7 @@ from finance_assets.checks import (
 from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
 from finance_assets.schema import model_columns
 from finance_assets.warehouse import Warehouse
-from finance_assets_tests.test_warehouse import make, write
+from finance_assets_tests.warehouse_helpers import make, write
 
 INVOICES = BY_NAME["invoices"]
 KEY = dg.AssetKey(["finance", "invoices"])

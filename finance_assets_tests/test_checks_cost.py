@@ -15,7 +15,6 @@ import dagster as dg
 import duckdb
 import pytest
 
-from finance_assets import checks
 from finance_assets import models as m
 from finance_assets.checks import (
     NULLABILITY,
@@ -24,10 +23,12 @@ from finance_assets.checks import (
     SAMPLE_SIZE,
     read_catalog,
     run_checks,
+    scan,
+    tables_to_check,
 )
 from finance_assets.endpoints import BY_NAME
 from finance_assets.warehouse import Warehouse
-from finance_assets_tests.test_warehouse import make, write
+from finance_assets_tests.warehouse_helpers import make, write
 
 INVOICES = BY_NAME["invoices"]
 PARENT, CHILD = "finance.invoices", "finance.invoices__line_items"
@@ -111,7 +112,7 @@ def fetch_rows(conn: duckdb.DuckDBPyConnection, table: str) -> list[dict[str, An
 
 def oracle(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     """The expected metadata, computed in Python from every row."""
-    plan = checks._plan(INVOICES)
+    plan = tables_to_check(INVOICES)
     parent, child = fetch_rows(conn, PARENT), fetch_rows(conn, CHILD)
     failures = []
     for t, rows in ((plan[0], parent), (plan[1], child)):
@@ -215,7 +216,7 @@ def test_hash_collisions_cost_time_not_correctness(conn, monkeypatch) -> None:
     """A key hash that collides all the time gives the exact same results, good or bad."""
     write(conn, INVOICES, [make(m.Invoice) for _ in range(5)])
     honest = outcome(run_checks(conn, INVOICES, "invoices"))
-    monkeypatch.setattr(checks, "KEY_HASH", "hash({}) % 2")
+    monkeypatch.setattr(scan, "KEY_HASH", "hash({}) % 2")
     assert outcome(run_checks(conn, INVOICES, "invoices")) == honest
     assert all(passed for _, passed, *_ in honest)
     broken(conn)

@@ -21,7 +21,7 @@ from finance_assets.components.connection import (
     choose_source,
 )
 from finance_assets.resources import FinanceApiResource
-from finance_assets.warehouse_source import SOURCE_TABLE, recorded_source
+from finance_assets.warehouse import SOURCE_TABLE, recorded_source
 from finance_assets_tests.harness import (
     SCALE,
     api_for,
@@ -194,7 +194,7 @@ def test_a_warehouse_from_before_sources_were_recorded_is_claimed_once(tmp_path)
     message = failure_headline(refused)
     assert "no record of their source" in message
     claim = shlex.split(message.split("`")[1])  # the command the sentence tells us to run
-    assert claim[:3] == ["python", "-m", "finance_assets.warehouse_source"]
+    assert claim[:3] == ["python", "-m", "finance_assets.warehouse.source"]
     subprocess.run([sys.executable, *claim[1:]], check=True, capture_output=True)
     assert run(sandbox(), database, SELECTION).success
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from finance_assets.duckdb_lock import WarehouseBusyError, connect_waiting
 from finance_assets.endpoints import ENDPOINTS
+from finance_assets.warehouse import STAGING_SCHEMA, WarehouseBusyError, connect_waiting
 from finance_assets_tests.harness import (
     SCALE,
     SYNC_OP,
@@ -78,7 +78,7 @@ def kill_group(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
     raise AssertionError("the killed run's processes did not exit")
 
 
-# ---------- the lock helper (finance_assets.duckdb_lock) ----------
+# ---------- the lock helper (finance_assets.warehouse.lock) ----------
 def test_busy_file_fails_after_the_bounded_wait_with_one_sentence(tmp_path, holders) -> None:
     database = tmp_path / "w.duckdb"
     holders.append(hold_lock(database, 30))
@@ -138,10 +138,20 @@ def test_killed_run_leaves_tables_as_before_and_next_run_completes(
     assert served == 1  # killed between the two pages of bills (page 2 was never received)
 
     assert snapshot(database) == before  # nothing half-written, the file opens cleanly
+    assert staging_table_count(database) > 0  # the killed writers' staging tables
     sb.configure(latency=0.0)
     assert run(api_for(sb), database).success
     assert_warehouse_equals_sandbox(sb, database)
     assert snapshot(database) != before
+    assert staging_table_count(database) == 0  # the next run dropped the leftovers
+
+
+def staging_table_count(database: Path) -> int:
+    with duckdb.connect(str(database), read_only=True) as conn:
+        (count,) = conn.execute(
+            "select count(*) from duckdb_tables() where schema_name = ?", [STAGING_SCHEMA]
+        ).fetchone()
+    return count
 
 
 def test_two_runs_at_once_never_corrupt_or_duplicate(make_sandbox, tmp_path) -> None:

@@ -1,16 +1,16 @@
 """The merge's shortcuts give exactly the results of its general statements.
 
-``Writer._merge`` probes first and skips the statements that cannot change a row: a
-first load has nothing to delete, update or restore, and without a repeated id every
-staged row is its id's winner (no temporary winners table, no ``_seq`` semi-joins).
-Each scenario runs twice, once with the probe forced to "run everything", and every
-table and stat must match; then the merge transaction is failed at each of its
-statements, on both paths, and every table of the ``finance`` schema must be unchanged.
+The merge probes first and skips the statements that cannot change a row: a first
+load has nothing to delete, update or restore, and without a repeated id every staged
+row is its id's winner (no temporary winners table, no arrival-order semi-joins).
+Each scenario runs twice, once with ``merge_shortcuts=False`` (every statement runs),
+and every table and stat must match; then the merge transaction is failed at each of
+its statements through the writer's ``before_merge_statement`` hook, on both paths,
+and every table of the ``finance`` schema must be unchanged.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,15 +27,18 @@ from finance_assets.warehouse import (
     HIGHEST_KEY,
     LOWEST_KEY,
     STAGING_SCHEMA,
+    MergeStep,
     Warehouse,
     Writer,
     WriteStats,
     order_key,
 )
-from finance_assets_tests.test_warehouse import INVOICES, LOADED_AT, make
-from finance_assets_tests.test_warehouse_memory import (
+from finance_assets_tests.warehouse_helpers import (
+    INVOICES,
+    LOADED_AT,
     Rej,
     finance_tables,
+    make,
     staging_tables,
     temp_tables,
 )
@@ -63,9 +66,11 @@ def _at(k: int) -> dt.datetime:
     return LOADED_AT + dt.timedelta(hours=k)
 
 
-def _write(conn: Any, step: Step, k: int) -> WriteStats:
+def _write(conn: Any, step: Step, k: int, **writer_options: Any) -> WriteStats:
+    """One step's write; ``writer_options`` go to the ``Writer`` (the merge's seams)."""
     full = step.full_refresh
-    with Warehouse(conn).writer(INVOICES, _at(k), flush_rows=2, full_refresh=full) as w:
+    writer = Writer(conn, INVOICES, _at(k), flush_rows=2, full_refresh=full, **writer_options)
+    with writer as w:
         for page in step.pages:
             w.add(columns_from_records(INVOICES, page))
         w.reject(list(step.rejects))
@@ -143,51 +148,47 @@ SCENARIOS = [
 ]
 
 
-def _run_everything(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Force the general path: the probe claims every statement may change a row."""
-    probe = Writer._probe
+class StepLog:
+    """A merge hook that records the steps of each merge (a list per write)."""
 
-    def pessimist(self: Writer, target: str) -> Any:
-        found = probe(self, target)
-        return dataclasses.replace(
-            found,
-            duplicates=True,
-            target_rows=True,
-            child_rows=dict.fromkeys(found.child_rows, True),
-            quarantined=True,
-            rejections=True,
-        )
+    def __init__(self) -> None:
+        self.merges: list[list[MergeStep]] = [[]]
 
-    monkeypatch.setattr(Writer, "_probe", pessimist)
+    def __call__(self, step: MergeStep) -> None:
+        self.merges[-1].append(step)
+        if step is MergeStep.COMMIT:
+            self.merges.append([])
 
 
-def _play(database: Path, scenario: Scenario) -> tuple[list[WriteStats], list[dict]]:
+def _play(
+    database: Path, scenario: Scenario, **writer_options: Any
+) -> tuple[list[WriteStats], list[dict]]:
     with duckdb.connect(str(database)) as conn:
         scenario.setup(conn)
         stats, tables = [], []
         for k, step in enumerate(scenario.steps):
-            stats.append(_write(conn, step, k))
+            stats.append(_write(conn, step, k, **writer_options))
             tables.append(finance_tables(conn))
     return stats, tables
 
 
 @pytest.mark.parametrize("build", SCENARIOS, ids=lambda b: b.__name__)
 def test_shortcuts_give_exactly_the_general_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, build: Callable[[], Scenario]
+    tmp_path: Path, build: Callable[[], Scenario]
 ) -> None:
     scenario = build()  # the same records (and ids) for both runs
-    probes: list[Any] = []
-    probe = Writer._probe
-
-    def spy(self: Writer, target: str) -> Any:
-        probes.append(probe(self, target))
-        return probes[-1]
-
-    monkeypatch.setattr(Writer, "_probe", spy)
-    fast = _play(tmp_path / "fast.duckdb", scenario)
-    assert not probes[0].target_rows  # the first write took the first-load shortcut
-    _run_everything(monkeypatch)
-    general = _play(tmp_path / "general.duckdb", scenario)
+    shortcuts, everything = StepLog(), StepLog()
+    fast = _play(tmp_path / "fast.duckdb", scenario, before_merge_statement=shortcuts)
+    # The first write took the first-load shortcut: no existing row counted or deleted.
+    first = set(shortcuts.merges[0])
+    assert not first & {MergeStep.COUNT_CHANGES, MergeStep.DELETE_REPLACED_ROWS}
+    general = _play(
+        tmp_path / "general.duckdb",
+        scenario,
+        before_merge_statement=everything,
+        merge_shortcuts=False,
+    )
+    assert all(MergeStep.COUNT_CHANGES in steps for steps in everything.merges[:-1])
     assert fast == general  # every stat and every row (data, children, quarantine, state)
 
 
@@ -241,70 +242,38 @@ def test_orphan_children_of_a_first_load_are_replaced(tmp_path: Path) -> None:
 
 
 # ---------- a failure at any statement of the merge transaction ----------
-class FailingConnection:
-    """Forwards to a connection, raising at the n-th statement of the merge transaction.
+class FailAt:
+    """A merge hook that fails the n-th statement of the merge transaction (COMMIT included)."""
 
-    The writer's first BEGIN only checks the tables (rolled back); the second one is
-    the merge's, and its statements (COMMIT included) are counted from there.
-    """
+    def __init__(self, fail_at: int) -> None:
+        self._fail_at, self.statements = fail_at, 0
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, fail_at: int) -> None:
-        self._conn, self._fail_at = conn, fail_at
-        self._begins, self._armed, self.statements = 0, False, 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-    def _tick(self) -> None:
-        if self._armed:
-            self.statements += 1
-            if self.statements == self._fail_at:
-                raise OSError("disk full")
-
-    def begin(self) -> Any:
-        self._begins += 1
-        self._armed = self._begins == 2
-        return self._conn.begin()
-
-    def execute(self, *args: Any) -> Any:
-        self._tick()
-        return self._conn.execute(*args)
-
-    def executemany(self, *args: Any) -> Any:
-        self._tick()
-        return self._conn.executemany(*args)
-
-    def commit(self) -> Any:
-        self._tick()
-        self._armed = False
-        return self._conn.commit()
-
-    def rollback(self) -> Any:
-        self._armed = False
-        return self._conn.rollback()
+    def __call__(self, step: MergeStep) -> None:
+        self.statements += 1
+        if self.statements == self._fail_at:
+            raise OSError(f"disk full at {step.value}")
 
 
 @pytest.mark.parametrize("general", [False, True], ids=["shortcuts", "general"])
 @pytest.mark.parametrize("build", SCENARIOS, ids=lambda b: b.__name__)
 def test_a_failure_at_any_merge_statement_leaves_every_table_as_before(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, build: Callable[[], Scenario], general: bool
+    tmp_path: Path, build: Callable[[], Scenario], general: bool
 ) -> None:
     scenario = build()
-    if general:
-        _run_everything(monkeypatch)
+    path = {"merge_shortcuts": not general}
     *earlier, last = scenario.steps
-    expected = _play(tmp_path / "expected.duckdb", scenario)
+    expected = _play(tmp_path / "expected.duckdb", scenario, **path)
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
         scenario.setup(conn)
         for k, step in enumerate(earlier):
-            _write(conn, step, k)
+            _write(conn, step, k, **path)
         before = finance_tables(conn)
         fail_at = 0
         while True:
             fail_at += 1
-            failing = FailingConnection(conn, fail_at)
+            failing = FailAt(fail_at)
             try:
-                stats = _write(failing, last, len(earlier))
+                stats = _write(conn, last, len(earlier), before_merge_statement=failing, **path)
             except OSError:
                 assert finance_tables(conn) == before, f"statement {fail_at}"
                 assert staging_tables(conn) == {} and temp_tables(conn) == 0
@@ -315,26 +284,19 @@ def test_a_failure_at_any_merge_statement_leaves_every_table_as_before(
         assert (stats, finance_tables(conn)) == (expected[0][-1], expected[1][-1])
 
 
-class CommitSpy(FailingConnection):
-    """Records the staging tables the merge transaction still sees when it commits."""
-
-    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
-        super().__init__(conn, fail_at=0)
-        self.staged_at_commit: list[int] = []
-
-    def commit(self) -> Any:
-        if self._armed:
-            (n,) = self._conn.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ?", [STAGING_SCHEMA]
-            ).fetchone()
-            self.staged_at_commit.append(n)
-        return super().commit()
-
-
 def test_staging_is_dropped_inside_the_merge_transaction(tmp_path: Path) -> None:
     """So a checkpoint the commit triggers never writes staged rows to the file."""
     with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
-        spy = CommitSpy(conn)
-        stats = _write(spy, Step([[_invoice(), _invoice()]], rejects=(Rej("1", {}, "bad"),)), 0)
-        assert stats.committed and spy.staged_at_commit == [0]
+        staged_at_commit: list[int] = []
+
+        def count_staging_at_commit(step: MergeStep) -> None:
+            if step is MergeStep.COMMIT:
+                (n,) = conn.execute(
+                    "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ?", [STAGING_SCHEMA]
+                ).fetchone()
+                staged_at_commit.append(n)
+
+        step = Step([[_invoice(), _invoice()]], rejects=(Rej("1", {}, "bad"),))
+        stats = _write(conn, step, 0, before_merge_statement=count_staging_at_commit)
+        assert stats.committed and staged_at_commit == [0]
         assert staging_tables(conn) == {}

@@ -3,110 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import typing
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import duckdb
 import pytest
-from pydantic import AwareDatetime, BaseModel
-from pydantic.fields import FieldInfo
 
 from finance_assets import models as m
 from finance_assets.checks import run_checks
 from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
-from finance_assets.models import DecimalType
 from finance_assets.records.json_text import undocumented_fields_json
 from finance_assets.records.page_columns import ValueDoesNotFit, columns_from_records
 from finance_assets.schema import child_column_specs, child_table_name, column_specs, table_name
 from finance_assets.validation import validate_page
-from finance_assets.warehouse import Warehouse, Writer, summary_rows
-
-LOADED_AT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
-_ids = itertools.count(4815000000044001)
-
-# ---------- a record factory for any model ----------
-_PATTERN_SAMPLES = {r"^[0-9]+$": None, r"^[A-Z]{3}$": "USD", r"^[A-Z]{2}$": "US"}
+from finance_assets.warehouse import MergeStep, Warehouse, Writer, summary_rows
+from finance_assets_tests.warehouse_helpers import INVOICES, LOADED_AT, Rej, dump, make, write
 
 
-def _meta(field_metadata: list[Any], annotation: Any) -> tuple[Any, list[Any]]:
-    """Base type and all metadata, through Optional/Annotated/nested FieldInfo."""
-    meta = list(field_metadata)
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            for x in annotation.__metadata__:
-                meta += [x, *x.metadata] if isinstance(x, FieldInfo) else [x]
-            annotation = annotation.__origin__
-        elif origin in (typing.Union, __import__("types").UnionType):
-            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-        else:
-            return annotation, meta
-
-
-def _value(name: str, field: FieldInfo) -> Any:
-    base, meta = _meta(field.metadata, field.annotation)
-    if typing.get_origin(base) is list:
-        item = typing.get_args(base)[0]
-        return [make(item) for _ in range(2)]
-    if typing.get_origin(base) is Literal:
-        return typing.get_args(base)[0]
-    if base is Decimal:
-        scale = next(x for x in meta if isinstance(x, DecimalType)).scale
-        return Decimal(1).scaleb(-scale) * 1234 + 1  # e.g. 13.34; always > 0
-    if base is AwareDatetime:
-        return dt.datetime(2026, 3, 1, 10, 15, tzinfo=IST)
-    if base is dt.date:
-        return dt.date(2026, 2, 28)
-    if base is bool:
-        return True
-    if base is int:
-        return 1
-    if base is str:
-        pattern = next((x.pattern for x in meta if getattr(x, "pattern", None)), None)
-        if pattern in _PATTERN_SAMPLES:
-            return _PATTERN_SAMPLES[pattern] or str(next(_ids))
-        return f"{name} text"
-    raise TypeError(f"no sample for {name}: {field.annotation!r}")
-
-
-def make(model: type[BaseModel], **overrides: Any) -> Any:
-    """A valid record of any model (every field non-null), validated like the API client."""
-    data = {name: _value(name, f) for name, f in model.model_fields.items()}
-    return model.model_validate({**data, **overrides})
-
-
-# ---------- fixtures and helpers ----------
+# ---------- fixtures ----------
 @pytest.fixture
 def conn(tmp_path: Any) -> typing.Iterator[duckdb.DuckDBPyConnection]:
     c = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     yield c
     c.close()
-
-
-def write(
-    conn: duckdb.DuckDBPyConnection, endpoint: Endpoint, *pages: list[Any], flush_rows: int = 50_000
-) -> Any:
-    """One resource write; ``flush_rows=1`` makes every page its own staging insert."""
-    with Warehouse(conn).writer(endpoint, LOADED_AT, flush_rows=flush_rows) as w:
-        for page in pages:
-            w.add(columns_from_records(endpoint, page))
-    return w.stats
-
-
-def dump(conn: duckdb.DuckDBPyConnection, endpoint: Endpoint) -> dict[str, list[tuple]]:
-    """Every row of the resource's tables, ordered, for exact before/after comparisons."""
-    out = {}
-    for t in [table_name(endpoint), *(child_table_name(endpoint, c) for c in endpoint.children)]:
-        out[t] = conn.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
-    return out
-
-
-INVOICES = BY_NAME["invoices"]
 
 
 # ---------- DDL ----------
@@ -297,21 +218,20 @@ def test_rollback_leaves_tables_exactly_as_before(conn) -> None:
     assert conn.execute("SELECT count(*) FROM finance.invoices").fetchone() == (3,)
 
 
-def test_failure_after_merge_rolls_back(conn, monkeypatch) -> None:
+def test_failure_after_merge_rolls_back(conn) -> None:
     """Deletes and inserts already ran when the failure hits: still nothing changes."""
     a, b = make(m.Invoice), make(m.Invoice)
     write(conn, INVOICES, [a, b])
     before = dump(conn, INVOICES)
-    merge = Writer._merge
 
-    def merge_then_fail(self: Writer, loaded_at: dt.datetime) -> None:
-        merge(self, loaded_at)
-        assert conn.execute("SELECT count(*) FROM finance.invoices").fetchone() == (3,)
-        raise OSError("disk full")
+    def fail_at_commit(step: MergeStep) -> None:
+        if step is MergeStep.COMMIT:
+            assert conn.execute("SELECT count(*) FROM finance.invoices").fetchone() == (3,)
+            raise OSError("disk full")
 
-    monkeypatch.setattr(Writer, "_merge", merge_then_fail)
     changed = a.model_copy(update={"total": Decimal("0.01"), "line_items": []})
-    with pytest.raises(OSError), Warehouse(conn).writer(INVOICES, LOADED_AT) as w:
+    writer = Writer(conn, INVOICES, LOADED_AT, before_merge_statement=fail_at_commit)
+    with pytest.raises(OSError), writer as w:
         w.add(columns_from_records(INVOICES, [changed, make(m.Invoice)]))
     assert dump(conn, INVOICES) == before
 
@@ -445,12 +365,6 @@ def test_validated_loadable_records_with_nulls_load(conn) -> None:
 
 
 def test_rejected_records_are_quarantined_and_superseded(conn) -> None:
-    @dataclass(frozen=True)
-    class Rej:
-        record_id: str | None
-        raw: Any
-        reason: str
-
     good = make(m.Invoice)
     bad = Rej("77", {"id": "77", "total": "x", "amount": Decimal("1.10")}, "total: not a decimal")
     anon = Rej(None, {"id": None}, "id: null")

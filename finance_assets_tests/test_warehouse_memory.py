@@ -5,7 +5,7 @@ Staging used to live in TEMP tables inside the resource's one transaction, so pe
 memory grew with the largest resource. These tests hold the new shape to the old
 guarantees: a failure at any point leaves every table of the ``finance`` schema as it
 was, readers never see a half-merged resource, results and stats do not depend on how
-pages were batched, and a crashed writer's staging tables are dropped by the next one.
+pages were batched, and a crashed writer's staging tables are dropped by the next run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import sys
 import threading
 import typing
 from contextlib import ExitStack
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,20 @@ import duckdb
 import pytest
 
 from finance_assets import models as m
-from finance_assets.endpoints import BY_NAME
 from finance_assets.records.page_columns import columns_from_records
-from finance_assets.warehouse import STAGING_SCHEMA, Warehouse, Writer, order_key
-from finance_assets_tests.test_warehouse import INVOICES, LOADED_AT, make, write
+from finance_assets.warehouse import MergeStep, Warehouse, Writer, order_key
+from finance_assets_tests.warehouse_helpers import (
+    BILLS,
+    INVOICES,
+    LOADED_AT,
+    Rej,
+    finance_tables,
+    make,
+    staging_tables,
+    temp_tables,
+    write,
+)
 
-BILLS = BY_NAME["bills"]
 LATER = LOADED_AT + dt.timedelta(days=1)
 
 
@@ -40,40 +47,6 @@ def conn(tmp_path: Path) -> typing.Iterator[duckdb.DuckDBPyConnection]:
     c = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     yield c
     c.close()
-
-
-@dataclass(frozen=True)
-class Rej:
-    record_id: str | None
-    raw: Any
-    reason: str
-
-
-def finance_tables(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
-    """Every table of the ``finance`` schema (data, quarantine, sync state), sorted rows."""
-    names = conn.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'finance' ORDER BY 1"
-    ).fetchall()
-    return {
-        t: conn.execute(f'SELECT * FROM finance."{t}" ORDER BY ALL').fetchall() for (t,) in names
-    }
-
-
-def staging_tables(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Staging tables in the file and their committed rows, as any other cursor sees them."""
-    with conn.cursor() as other:
-        names = other.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = ? ORDER BY 1",
-            [STAGING_SCHEMA],
-        ).fetchall()
-        return {
-            t: other.execute(f'SELECT count(*) FROM "{STAGING_SCHEMA}"."{t}"').fetchone()[0]
-            for (t,) in names
-        }
-
-
-def temp_tables(conn: duckdb.DuckDBPyConnection) -> int:
-    return conn.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0]
 
 
 # ---------- staging is committed, invisible as data, and dropped ----------
@@ -99,9 +72,7 @@ def test_staged_pages_are_committed_to_disk_and_never_visible_as_data(conn) -> N
 
 
 @pytest.mark.parametrize("where", ["while staging", "after the merge", "in the sync state"])
-def test_failure_after_staging_commits_leaves_every_table_unchanged(
-    conn, monkeypatch, where: str
-) -> None:
+def test_failure_after_staging_commits_leaves_every_table_unchanged(conn, where: str) -> None:
     a, b = make(m.Invoice), make(m.Invoice)
     write(conn, INVOICES, [a, b])
     with Warehouse(conn).writer(INVOICES, LOADED_AT) as w:
@@ -109,24 +80,21 @@ def test_failure_after_staging_commits_leaves_every_table_unchanged(
         w.set_cursor(LOADED_AT)
     before = finance_tables(conn)
     assert set(before) >= {"_rejected", "_sync_state", "invoices", "invoices__line_items"}
+    # Every merge statement has run by COMMIT; the sync state is saved near the end.
+    failing_step = {
+        "after the merge": MergeStep.COMMIT,
+        "in the sync state": MergeStep.SAVE_SYNC_STATE,
+    }
 
-    if where == "after the merge":
-        merge = Writer._merge
-
-        def merge_then_fail(self: Writer, loaded_at: dt.datetime) -> None:
-            merge(self, loaded_at)
+    def fail(step: MergeStep) -> None:
+        if step is failing_step.get(where):
             raise OSError("disk full")
 
-        monkeypatch.setattr(Writer, "_merge", merge_then_fail)
-    elif where == "in the sync state":
-
-        def fail(self: Writer, loaded_at: dt.datetime) -> None:
-            raise OSError("disk full")
-
-        monkeypatch.setattr(Writer, "_save_state", fail)
-
+    writer = Writer(
+        conn, INVOICES, LATER, flush_rows=1, full_refresh=True, before_merge_statement=fail
+    )
     with pytest.raises(OSError, match="disk full"):
-        with Warehouse(conn).writer(INVOICES, LATER, flush_rows=1, full_refresh=True) as w:
+        with writer as w:
             w.add(
                 columns_from_records(
                     INVOICES, [a.model_copy(update={"total": Decimal("0.01"), "line_items": []})]
@@ -143,7 +111,6 @@ def test_failure_after_staging_commits_leaves_every_table_unchanged(
     assert staging_tables(conn) == {}
     assert temp_tables(conn) == 0
     assert not w.stats.committed
-    monkeypatch.undo()
     write(conn, INVOICES, [make(m.Invoice)])  # the connection is usable afterwards
     assert conn.execute("SELECT count(*) FROM finance.invoices").fetchone() == (3,)
 
@@ -171,7 +138,7 @@ def test_first_write_failing_after_staging_creates_no_finance_table(conn) -> Non
 _KILLED_WRITER = """
 import datetime as dt, os, signal, sys
 import duckdb
-from finance_assets_tests.test_warehouse import INVOICES, make
+from finance_assets_tests.warehouse_helpers import INVOICES, make
 from finance_assets import models as m
 from finance_assets.records.page_columns import columns_from_records
 from finance_assets.warehouse import Warehouse
@@ -183,7 +150,7 @@ with Warehouse(conn).writer(INVOICES, dt.datetime.now(dt.timezone.utc), flush_ro
 """
 
 
-def test_leftover_staging_of_a_killed_writer_is_dropped_by_the_next_writer(tmp_path) -> None:
+def test_leftover_staging_of_a_killed_writer_is_dropped_by_the_next_run(tmp_path) -> None:
     database = tmp_path / "w.duckdb"
     with duckdb.connect(str(database)) as c:
         write(c, INVOICES, [make(m.Invoice)])
@@ -198,7 +165,8 @@ def test_leftover_staging_of_a_killed_writer_is_dropped_by_the_next_writer(tmp_p
         leftover = staging_tables(c)
         assert sum(leftover.values()) == 9  # 3 invoices, 6 line items: committed, not merged
         assert finance_tables(c) == before  # never visible as data
-        # The next writer, of any resource, drops what no live writer owns.
+        # The next run drops them when it opens the file, before any writer starts.
+        assert Warehouse(c).drop_leftover_staging() == len(leftover) == 3
         write(c, BILLS, [make(m.Bill)])
         assert staging_tables(c) == {}
         assert finance_tables(c)["invoices"] == before["invoices"]
@@ -214,7 +182,7 @@ def test_a_live_writer_keeps_its_staging_while_another_writer_starts(conn) -> No
         other = stack.enter_context(conn.cursor())
         w = stack.enter_context(Warehouse(mine).writer(INVOICES, LOADED_AT, flush_rows=1))
         w.add(columns_from_records(INVOICES, [ours]))
-        with pytest.raises(RuntimeError):  # its start-up cleanup must spare w's tables
+        with pytest.raises(RuntimeError):  # its start and its cleanup spare w's tables
             with Warehouse(other).writer(INVOICES, LOADED_AT, flush_rows=1) as w2:
                 w2.add(columns_from_records(INVOICES, [theirs]))
                 assert len(staging_tables(conn)) == 2 * 3
@@ -332,26 +300,27 @@ def _row_groups(conn: duckdb.DuckDBPyConnection) -> int:
 
 @pytest.mark.parametrize("session_value", [None, 3])
 def test_merge_buffers_one_row_group_and_the_session_setting_is_restored(
-    conn, monkeypatch, session_value: int | None
+    conn, session_value: int | None
 ) -> None:
     if session_value is not None:
         conn.execute(f"SET SESSION write_buffer_row_group_count = {session_value}")
     before = _row_groups(conn)
     seen: list[int] = []
-    merge = Writer._merge
 
-    def spy(self: Writer, loaded_at: dt.datetime) -> None:
-        seen.append(_row_groups(self._conn))
-        merge(self, loaded_at)
+    def spy(step: MergeStep) -> None:
+        if step is MergeStep.PROBE:  # once per merge, inside its transaction
+            seen.append(_row_groups(conn))
 
-    def fail(self: Writer, loaded_at: dt.datetime) -> None:
-        raise RuntimeError("after the merge statements")
+    def spy_then_fail(step: MergeStep) -> None:
+        spy(step)
+        if step is MergeStep.SAVE_SYNC_STATE:  # and restored after a failed merge too
+            raise RuntimeError("after the merge statements")
 
-    monkeypatch.setattr(Writer, "_merge", spy)
-    write(conn, INVOICES, [make(m.Invoice)])
-    monkeypatch.setattr(Writer, "_save_state", fail)  # and restored after a failed merge too
-    with pytest.raises(RuntimeError), Warehouse(conn).writer(INVOICES, LATER) as w:
+    with Writer(conn, INVOICES, LOADED_AT, before_merge_statement=spy) as w:
         w.add(columns_from_records(INVOICES, [make(m.Invoice)]))
+    with pytest.raises(RuntimeError):
+        with Writer(conn, INVOICES, LATER, before_merge_statement=spy_then_fail) as w:
+            w.add(columns_from_records(INVOICES, [make(m.Invoice)]))
     assert seen == [1, 1]
     assert _row_groups(conn) == before
     conn.execute("SET GLOBAL write_buffer_row_group_count = 4")  # still follows the global

@@ -16,8 +16,8 @@ from typing import Any
 
 import duckdb
 
-_LOCK = re.compile(r"Could not set lock on file|Conflicting lock", re.IGNORECASE)
-_PID = re.compile(r"\(PID (\d+)\)")
+_LOCK_CONFLICT = re.compile(r"Could not set lock on file|Conflicting lock", re.IGNORECASE)
+_HOLDER_PID = re.compile(r"\(PID (\d+)\)")
 
 
 class WarehouseBusyError(RuntimeError):
@@ -26,7 +26,7 @@ class WarehouseBusyError(RuntimeError):
 
 def is_lock_conflict(exc: BaseException) -> bool:
     """True if DuckDB refused to open the file because another process holds its lock."""
-    return isinstance(exc, duckdb.Error) and bool(_LOCK.search(str(exc)))
+    return isinstance(exc, duckdb.Error) and bool(_LOCK_CONFLICT.search(str(exc)))
 
 
 def connect_waiting(
@@ -51,7 +51,7 @@ def connect_waiting(
                 raise
             waited = clock() - started
             if waited + poll > timeout:
-                pid = _PID.search(str(exc))
+                pid = _HOLDER_PID.search(str(exc))
                 holder = f" (PID {pid.group(1)})" if pid else ""
                 raise WarehouseBusyError(
                     f"the DuckDB file {database} is in use by another process{holder} and "

@@ -5,7 +5,7 @@ in ``finance._source`` with the first load. A run from any other source refuses 
 write, before it sends a request, and leaves the file as it was: plausible synthetic
 numbers in real books are the worst failure a finance warehouse can have.
 
-    python -m finance_assets.warehouse_source data/warehouse.duckdb --source https://api.example.com
+    python -m finance_assets.warehouse.source data/warehouse.duckdb --source https://api.example.com
 
 records the source of a file written before sources were recorded.
 """
@@ -53,7 +53,7 @@ def check_source(conn: duckdb.DuckDBPyConnection, source: str, database: str) ->
         raise SourceMismatch(
             f"{database} holds finance tables but no record of their source (it was written "
             f"before sources were recorded); nothing was written. If its data came from "
-            f"{source}, record that once with `python -m finance_assets.warehouse_source "
+            f"{source}, record that once with `python -m finance_assets.warehouse.source "
             f"{database} --source '{source}'`; otherwise point FINANCE_DUCKDB_PATH at another "
             "file."
         )

@@ -1,0 +1,72 @@
+"""What the definitions declare: the three checks of every resource asset and the
+column schema shown in Dagster, read from the models (no database needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from finance_assets.endpoints import Endpoint
+from finance_assets.schema import (
+    PARENT_ID_COLUMN,
+    POSITION_COLUMN,
+    REJECTED_TABLE,
+    column_specs,
+    table_name,
+    table_names,
+)
+
+NULLABILITY = "nullability"
+PRIMARY_KEY = "primary_key"
+QUARANTINE = "quarantine"
+CHECKS = (NULLABILITY, PRIMARY_KEY, QUARANTINE)  # in the order of ``check_specs``
+
+CoercibleAssetKey = dg.AssetKey | str | Sequence[str]
+
+
+def column_schema(endpoint: Endpoint) -> dg.TableSchema:
+    """Parent table columns for ``dagster/column_schema``; non-nullable fields constrained."""
+    columns = []
+    for spec in column_specs(endpoint.model):
+        constraints = None
+        if spec.name == endpoint.primary_key:
+            constraints = dg.TableColumnConstraints(nullable=False, unique=True)
+        elif not spec.nullable:
+            constraints = dg.TableColumnConstraints(nullable=False)
+        columns.append(dg.TableColumn(spec.name, spec.sql_type, spec.description, constraints))
+    return dg.TableSchema(columns=columns)
+
+
+def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.AssetCheckSpec]:
+    """The three checks every resource asset declares."""
+    key = dg.AssetKey.from_coercible(asset_key)
+    tables = ", ".join(table_names(endpoint))
+    return [
+        dg.AssetCheckSpec(
+            NULLABILITY,
+            asset=key,
+            description=(
+                f"No NULL in any field the API documents as non-nullable, in {tables}. "
+                "Such records are loaded as they came so this check can name them."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            PRIMARY_KEY,
+            asset=key,
+            description=(
+                f"`{endpoint.primary_key}` is never NULL and unique in {table_name(endpoint)}; "
+                f"child tables have unique ({PARENT_ID_COLUMN}, {POSITION_COLUMN}) and no "
+                "orphan rows."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            QUARANTINE,
+            asset=key,
+            description=(
+                f"No record of `{endpoint.name}` is quarantined in {REJECTED_TABLE}: every "
+                "record the API sent fit the schema (wrong types, unparseable dates and "
+                "non-numeric amounts land there with their reason)."
+            ),
+        ),
+    ]
