@@ -28,11 +28,11 @@ from pathlib import Path
 import duckdb
 import httpx
 
-from finance_assets import columnar
 from finance_assets.endpoints import ENDPOINTS, Endpoint
+from finance_assets.records import columnar
 from finance_assets.records.page_columns import columns_from_records
+from finance_assets.records.validation import validate_page
 from finance_assets.sandbox import Sandbox, SandboxConfig
-from finance_assets.validation import validate_page
 from finance_assets.warehouse import Warehouse
 
 PER_PAGE = 200

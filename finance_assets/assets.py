@@ -17,10 +17,11 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from finance_assets import checks, columnar
+from finance_assets import checks
 from finance_assets.client import FinanceApiError
 from finance_assets.duckdb_lock import WarehouseBusyError, locked_connection
 from finance_assets.endpoints import ENDPOINTS, Endpoint
+from finance_assets.records import columnar
 from finance_assets.resources import FinanceApiResource
 from finance_assets.schema import table_name
 from finance_assets.sync import DEFAULT_MARGIN, LoadReport, load_endpoint

@@ -13,11 +13,11 @@ from email.utils import parsedate_to_datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from finance_assets import columnar
 from finance_assets.client import ClientStats, FinanceApiClient, Page
 from finance_assets.endpoints import Endpoint
+from finance_assets.records import columnar
 from finance_assets.records.page_columns import PageColumns, ValueDoesNotFit, columns_from_records
-from finance_assets.validation import validate_page
+from finance_assets.records.validation import validate_page
 from finance_assets.warehouse import HIGHEST_KEY, LOWEST_KEY, Warehouse, WriteStats, order_key
 
 DEFAULT_MARGIN = timedelta(minutes=5)

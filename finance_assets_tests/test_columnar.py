@@ -19,14 +19,14 @@ from typing import Any
 import duckdb
 import pytest
 
-from finance_assets import columnar
 from finance_assets.endpoints import ENDPOINTS, Endpoint
+from finance_assets.records import columnar
 from finance_assets.records.page_columns import columns_from_records
+from finance_assets.records.validation import validate_page
 from finance_assets.sandbox.data import Generator
 from finance_assets.sandbox.store import render
 from finance_assets.schema import REJECTED_TABLE, table_names
 from finance_assets.sync import key_range
-from finance_assets.validation import validate_page
 from finance_assets.warehouse import Warehouse
 
 LOADED_AT = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
