@@ -120,7 +120,7 @@ def load_endpoint(
             if page.fast is not None:  # already validated columns
                 loaded = page.fast.columns
             else:
-                valid, bad = validate_page(endpoint.model, page.records or [], False)
+                valid, bad = validate_page(endpoint.model, page.records or [], decimal_digits=False)
                 try:
                     loaded = columns_from_records(endpoint, valid)
                 except ValueDoesNotFit:  # a decimal past its column: validate with the bounds

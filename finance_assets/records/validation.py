@@ -13,36 +13,45 @@ import functools
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from finance_assets.models import Record
+from finance_assets.schema import FieldSpec, field_specs
 
 
-def _decimal_bounds(constraint: object) -> bool:
-    return hasattr(constraint, "max_digits") or hasattr(constraint, "decimal_places")
+def _annotation(field: FieldSpec, decimal_digits: bool) -> Any:
+    """The field's type with null allowed (items of an array too) and its constraints."""
+    if field.item_model is not None:
+        value_type: Any = list[_loadable_model(field.item_model, decimal_digits)]  # type: ignore[misc]
+    else:
+        value_type = field.value_type
+    constraints: list[Any] = []
+    if field.pattern:
+        constraints.append(Field(pattern=field.pattern))
+    # Without decimal_digits only non-nullable decimals leave their digit checks out:
+    # nullable ones always kept theirs, and the reasons a record gets depend on it.
+    if field.kind == "decimal" and (decimal_digits or field.nullable):
+        constraints.append(Field(max_digits=field.precision, decimal_places=field.scale))
+    if field.bounds:
+        constraints.append(Field(**{b.operator: b.value for b in field.bounds}))
+    constraints.extend(field.other_constraints)
+    value_type = Annotated[(value_type, *constraints)] if constraints else value_type
+    return Optional[value_type]  # noqa: UP045 - built at run time
 
 
 @functools.cache
-def loadable(model: type[BaseModel], decimal_bounds: bool = True) -> type[BaseModel]:
+def _loadable_model(model: type[BaseModel], decimal_digits: bool = True) -> type[BaseModel]:
     """``model`` with every field nullable (nested models too); constraints kept.
 
-    Without ``decimal_bounds`` the digits/places checks are left out: they are a
+    Without ``decimal_digits`` the digits/places checks are left out: they are a
     third of validation's cost, and the warehouse's Arrow ``decimal128(p, s)``
     columns refuse exactly those values anyway (the caller then validates the
     page again with them, for the quarantine's reasons).
     """
-    fields: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
-        if getattr(annotation, "__origin__", None) is list:
-            item = loadable(annotation.__args__[0], decimal_bounds)  # type: ignore[union-attr]
-            annotation = list[item]
-        nullable = Optional[annotation]  # noqa: UP045 - built at run time
-        metadata = [m for m in info.metadata if decimal_bounds or not _decimal_bounds(m)]
-        if metadata:
-            nullable = Annotated[(nullable, *metadata)]
-        fields[name] = (nullable, ...)
-    suffix = "" if decimal_bounds else "Unbounded"
+    fields: dict[str, Any] = {
+        f.name: (_annotation(f, decimal_digits), ...) for f in field_specs(model)
+    }
+    suffix = "" if decimal_digits else "Unbounded"
     return create_model(f"Loadable{suffix}{model.__name__}", __base__=Record, **fields)
 
 
@@ -65,10 +74,15 @@ def _reason(error: ValidationError) -> str:
 
 
 def validate_page(
-    model: type[BaseModel], records: list[Any], decimal_bounds: bool = True
+    model: type[BaseModel], records: list[Any], *, decimal_digits: bool = True
 ) -> tuple[list[BaseModel], list[Rejected]]:
-    """Validate one page: loadable records and rejected ones (none silently dropped)."""
-    schema = loadable(model, decimal_bounds)
+    """Validate one page: loadable records and rejected ones (none silently dropped).
+
+    ``decimal_digits=False`` leaves decimals' digit checks to the warehouse's decimal
+    columns, which refuse the same values (``ValueDoesNotFit``); the caller then
+    validates the page again with them, for the quarantine's reasons.
+    """
+    schema = _loadable_model(model, decimal_digits)
     valid: list[BaseModel] = []
     rejected: list[Rejected] = []
     for raw in records:
