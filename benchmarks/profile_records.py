@@ -72,7 +72,7 @@ def run_path(pages: dict[str, list[bytes]], database: Path) -> dict[str, float]:
 def load(endpoint: Endpoint, bodies: list[bytes], warehouse: Warehouse,
          spent: dict[str, float], clock) -> None:  # noqa: ANN001 - perf_counter
     loaded_at = datetime.now(timezone.utc)
-    decode = columnar.decoder(endpoint)
+    decode = columnar.reader_for(endpoint)
     t0 = clock()
     with warehouse.writer(endpoint, loaded_at) as writer:
         spent["writer setup"] += clock() - t0

@@ -149,7 +149,7 @@ def build_finance_assets(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dg.Assets
         wanted_checks = context.selected_asset_check_keys
         failures: list[str] = []
         with ExitStack() as opened:
-            opened.enter_context(columnar.system_allocator())
+            opened.enter_context(columnar.arrow_system_allocator())
             try:  # a setup error is the run's headline, in one sentence
                 client = opened.enter_context(finance_api.client())
                 conn = opened.enter_context(_open_warehouse(duckdb, config))

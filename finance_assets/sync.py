@@ -111,7 +111,8 @@ def load_endpoint(
     pass_began: datetime | None = None
     with warehouse.writer(endpoint, loaded_at, full_refresh=full) as writer:
         pages = client.iter_pages(
-            endpoint.path, endpoint.data_selector, since, calls, fast=columnar.for_pass(endpoint)
+            endpoint.path, endpoint.data_selector, since, calls,
+            fast=columnar.reader_for_pass(endpoint),
         )
         for page in pages:
             loaded_pages += 1  # (requests also count pages guessed past the end)
