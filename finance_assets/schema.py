@@ -13,7 +13,7 @@ import datetime as dt
 import re
 import types
 import typing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -120,7 +120,32 @@ def _unwrap(annotation: Any) -> tuple[Any, bool, list[Any]]:
 def _text_and_digits(constraint: Any) -> dict[str, Any] | None:
     """The pattern and digit limits a constraint sets, or None if it sets anything else."""
     values = getattr(constraint, "__dict__", None)
-    return dict(values) if values and values.keys() <= _TEXT_AND_DIGITS else None
+    if not values or not values.keys() <= _TEXT_AND_DIGITS:
+        return None
+    return dict(values) if isinstance(values.get("pattern", ""), str) else None
+
+
+def _typed(name: str, value_type: Any, decimal: DecimalType | None) -> dict[str, Any]:
+    """The FieldSpec attributes that follow from the value's type."""
+    origin = typing.get_origin(value_type)
+    if origin is list:
+        (item,) = typing.get_args(value_type)
+        if not (isinstance(item, type) and issubclass(item, BaseModel)):
+            raise TypeError(f"{name}: an array's items must be a model, not {item!r}")
+        return {"kind": "array", "item_model": item}
+    if origin is Literal:
+        choices = typing.get_args(value_type)
+        if not all(isinstance(c, str) for c in choices):
+            raise TypeError(f"{name}: choices must be text: {choices!r}")
+        return {"kind": "string", "choices": choices}
+    kind = _KINDS.get(value_type)
+    if kind is None:
+        raise TypeError(f"unsupported field type for {name!r}: {value_type!r}")
+    if kind != "decimal":
+        return {"kind": kind}
+    if decimal is None:
+        raise TypeError(f"decimal field {name!r} lacks a DecimalType marker")
+    return {"kind": kind, "precision": decimal.precision, "scale": decimal.scale}
 
 
 def _field_spec(name: str, field: FieldInfo) -> FieldSpec:
@@ -140,31 +165,15 @@ def _field_spec(name: str, field: FieldInfo) -> FieldSpec:
         else:
             other.append(c)
     spec = FieldSpec(
-        name, "string", nullable, field.description, pattern=given.get("pattern"),
+        name, nullable=nullable, description=field.description, pattern=given.get("pattern"),
         bounds=tuple(bounds), other_constraints=tuple(other),
+        **_typed(name, value_type, decimal),
     )
-    origin = typing.get_origin(value_type)
-    if origin is list:
-        (item,) = typing.get_args(value_type)
-        if not (isinstance(item, type) and issubclass(item, BaseModel)):
-            raise TypeError(f"{name}: an array's items must be a model, not {item!r}")
-        return replace(spec, kind="array", item_model=item)
-    if origin is Literal:
-        choices = typing.get_args(value_type)
-        if not all(isinstance(c, str) for c in choices):
-            raise TypeError(f"{name}: choices must be text: {choices!r}")
-        return replace(spec, choices=choices)
-    kind = _KINDS.get(value_type)
-    if kind is None:
-        raise TypeError(f"unsupported field type for {name!r}: {field.annotation!r}")
-    if kind != "decimal":
-        return replace(spec, kind=kind)
-    if decimal is None:
-        raise TypeError(f"decimal field {name!r} lacks a DecimalType marker")
-    p, s = decimal.precision, decimal.scale
-    if (given.get("max_digits", p), given.get("decimal_places", s)) != (p, s):
-        raise TypeError(f"{name}: max_digits/decimal_places disagree with {decimal}")
-    return replace(spec, kind="decimal", precision=p, scale=s)
+    # Validation checks digits as the DecimalType says; a model saying otherwise is a typo.
+    digits = (given.get("max_digits", spec.precision), given.get("decimal_places", spec.scale))
+    if digits != (spec.precision, spec.scale):
+        raise TypeError(f"{name}: max_digits/decimal_places {digits} disagree with {decimal}")
+    return spec
 
 
 @cache

@@ -41,13 +41,9 @@ def _annotation(field: FieldSpec, decimal_digits: bool) -> Any:
 
 @functools.cache
 def _loadable_model(model: type[BaseModel], decimal_digits: bool = True) -> type[BaseModel]:
-    """``model`` with every field nullable (nested models too); constraints kept.
-
-    Without ``decimal_digits`` the digits/places checks are left out: they are a
-    third of validation's cost, and the warehouse's Arrow ``decimal128(p, s)``
-    columns refuse exactly those values anyway (the caller then validates the
-    page again with them, for the quarantine's reasons).
-    """
+    """``model`` with every field nullable (nested models too), so that a null is loaded
+    and reported rather than rejected; every other constraint kept, the decimal digit
+    checks only with ``decimal_digits`` (see ``validate_page``)."""
     fields: dict[str, Any] = {
         f.name: (_annotation(f, decimal_digits), ...) for f in field_specs(model)
     }
@@ -78,9 +74,10 @@ def validate_page(
 ) -> tuple[list[BaseModel], list[Rejected]]:
     """Validate one page: loadable records and rejected ones (none silently dropped).
 
-    ``decimal_digits=False`` leaves decimals' digit checks to the warehouse's decimal
-    columns, which refuse the same values (``ValueDoesNotFit``); the caller then
-    validates the page again with them, for the quarantine's reasons.
+    ``decimal_digits=False`` leaves decimals' digit checks, much of validation's cost,
+    to the warehouse's decimal columns, which refuse the same values
+    (``ValueDoesNotFit``); the caller then validates the page again with them, for
+    the quarantine's reasons.
     """
     schema = _loadable_model(model, decimal_digits)
     valid: list[BaseModel] = []
