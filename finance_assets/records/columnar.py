@@ -344,23 +344,26 @@ class SyncPassReader:
     threads; it is a heuristic.)
     """
 
-    def __init__(self, read: ColumnarReader, patience: int = 8, every: int = 16) -> None:
+    def __init__(
+        self,
+        read: Callable[[bytes], ColumnarPage | None],
+        patience: int = 8,
+        every: int = 16,
+    ) -> None:
         self._read = read
         self._patience = patience
         self._every = every
-        self.declined_in_row = 0
-        self.tried = 0
-        self.skipped = 0
+        self._declined_in_row = 0
+        self._skipped = 0
 
     def __call__(self, body: bytes) -> ColumnarPage | None:
         """The page as validated columns, or None (declined, or not tried)."""
-        if self.declined_in_row >= self._patience:
-            self.skipped += 1
-            if self.skipped % self._every:
+        if self._declined_in_row >= self._patience:
+            self._skipped += 1
+            if self._skipped % self._every:
                 return None
-        self.tried += 1
         page = self._read(body)
-        self.declined_in_row = 0 if page is not None else self.declined_in_row + 1
+        self._declined_in_row = 0 if page is not None else self._declined_in_row + 1
         return page
 
 
