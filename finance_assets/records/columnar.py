@@ -378,7 +378,8 @@ def arrow_system_allocator() -> Iterator[None]:
     """Arrow allocates from the C library's allocator for the duration (then as before).
 
     Pages come and go by the thousand; Arrow's default mimalloc pool keeps what they
-    freed, the system allocator gives it back (benchmarks/README.md has the figures).
+    freed, the system allocator gives it back (README.md's performance section has
+    the figures).
     """
     previous = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())
