@@ -28,11 +28,11 @@ from pathlib import Path
 import duckdb
 import httpx
 
-from finance_assets import columnar
 from finance_assets.endpoints import ENDPOINTS, Endpoint
+from finance_assets.records import columnar
 from finance_assets.records.page_columns import columns_from_records
+from finance_assets.records.validation import validate_page
 from finance_assets.sandbox import Sandbox, SandboxConfig
-from finance_assets.validation import validate_page
 from finance_assets.warehouse import Warehouse
 
 PER_PAGE = 200
@@ -72,7 +72,7 @@ def run_path(pages: dict[str, list[bytes]], database: Path) -> dict[str, float]:
 def load(endpoint: Endpoint, bodies: list[bytes], warehouse: Warehouse,
          spent: dict[str, float], clock) -> None:  # noqa: ANN001 - perf_counter
     loaded_at = datetime.now(timezone.utc)
-    decode = columnar.decoder(endpoint)
+    decode = columnar.reader_for(endpoint)
     t0 = clock()
     with warehouse.writer(endpoint, loaded_at) as writer:
         spent["writer setup"] += clock() - t0

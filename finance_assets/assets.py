@@ -18,9 +18,10 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from finance_assets import checks, columnar
+from finance_assets import checks
 from finance_assets.client import AuthError, FinanceApiError
 from finance_assets.endpoints import ENDPOINTS, Endpoint
+from finance_assets.records import columnar
 from finance_assets.resources import FinanceApiResource
 from finance_assets.schema import table_name
 from finance_assets.sync import DEFAULT_MARGIN, LoadReport, load_endpoint
@@ -264,7 +265,7 @@ def _sync(
     wanted_checks = context.selected_asset_check_keys
     failures: list[tuple[Endpoint, Exception]] = []
     with ExitStack() as opened:
-        opened.enter_context(columnar.system_allocator())
+        opened.enter_context(columnar.arrow_system_allocator())
         try:  # a setup error is the run's headline, in one sentence, before any write
             client = opened.enter_context(api.client())  # refuses a bad URL, sends nothing
             conn = opened.enter_context(

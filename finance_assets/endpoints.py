@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from finance_assets import models as m
+from finance_assets.schema import field_specs
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,8 @@ class Endpoint:
 
     @property
     def children(self) -> dict[str, type[BaseModel]]:
-        """Nested arrays of the record: field name -> item model."""
-        out: dict[str, type[BaseModel]] = {}
-        for name, field in self.model.model_fields.items():
-            args = getattr(field.annotation, "__args__", ())
-            if getattr(field.annotation, "__origin__", None) is list and args:
-                out[name] = args[0]
-        return out
+        """Nested arrays of the record (each a child table): field name -> item model."""
+        return {f.name: f.item_model for f in field_specs(self.model) if f.item_model is not None}
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (

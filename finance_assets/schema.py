@@ -1,7 +1,10 @@
-"""Column specs derived from the pydantic models: the one type mapping.
+"""What the models say about each field, and the warehouse columns derived from it.
 
-The warehouse (DDL, Arrow types) and the checks (nullability, Dagster column
-schema) both read these specs, so a model change reaches both the same way.
+``field_specs`` reads a model's annotations once into ``FieldSpec``s; everything
+else asks those rather than the annotations: the warehouse columns here (SQL and
+Arrow types, nullability, descriptions), the columnar path's read-and-check rules,
+validation's loadable model, an endpoint's child tables and the sandbox's bad data.
+A model change so reaches all of them the same way.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ import typing
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pyarrow as pa
+from annotated_types import Ge, Gt, Le, Lt
 from pydantic import AwareDatetime, BaseModel
 from pydantic.fields import FieldInfo
 
-from finance_assets.endpoints import Endpoint
 from finance_assets.models import DecimalType
+
+if TYPE_CHECKING:
+    from finance_assets.endpoints import Endpoint
 
 SCHEMA = "finance"
 EXTRA_COLUMN = "_extra"
@@ -37,6 +43,144 @@ SYNC_STATE_TABLE = f"{SCHEMA}._sync_state"  # each resource's cursor and last mo
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 Kind = Literal["string", "decimal", "date", "timestamp", "bool", "int", "json"]
+FieldKind = Literal["string", "decimal", "date", "timestamp", "bool", "int", "array"]
+
+# A field's Python type by kind (arrays and ``Literal`` choices aside), and back.
+_PYTHON_TYPES: dict[FieldKind, type] = {
+    "string": str,
+    "decimal": Decimal,
+    "date": dt.date,
+    "timestamp": AwareDatetime,  # an instant: a naive time has no place on the UTC timeline
+    "bool": bool,
+    "int": int,
+}
+_KINDS: dict[type, FieldKind] = {t: k for k, t in _PYTHON_TYPES.items()}
+_BOUND_OPERATORS: dict[type, str] = {Gt: "gt", Ge: "ge", Lt: "lt", Le: "le"}
+# What pydantic's ``Field(pattern=..., max_digits=..., decimal_places=...)`` sets on one
+# constraint object, read by attribute name.
+_TEXT_AND_DIGITS = frozenset({"pattern", "max_digits", "decimal_places"})
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A limit on a number as the model declares it: ``Field(gt=0)`` is ``Bound("gt", 0)``."""
+
+    operator: Literal["gt", "ge", "lt", "le"]
+    value: Any
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of a record model, read once from its annotation."""
+
+    name: str
+    kind: FieldKind
+    nullable: bool  # the model admits null (``T | None``)
+    description: str | None = None  # the model's own words for the field, if any
+    precision: int | None = None  # decimals: from ``DecimalType``
+    scale: int | None = None
+    pattern: str | None = None  # text: a regular expression every value matches
+    choices: tuple[str, ...] = ()  # text: the values a ``Literal`` allows
+    bounds: tuple[Bound, ...] = ()  # numbers
+    item_model: type[BaseModel] | None = None  # arrays: the model of one item
+    # Pydantic constraints not described above: validation keeps them, and the
+    # columnar path does not read a model that has any.
+    other_constraints: tuple[Any, ...] = ()
+
+    @property
+    def value_type(self) -> Any:
+        """The type pydantic checks a value against, constraints and null aside."""
+        if self.item_model is not None:
+            return list[self.item_model]  # type: ignore[name-defined]
+        if self.choices:
+            return Literal[self.choices]
+        return _PYTHON_TYPES[self.kind]
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool, list[Any]]:
+    """Strip ``Optional`` and ``Annotated``: (value type, admits null, constraints)."""
+    nullable = False
+    constraints: list[Any] = []
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation, *metadata = typing.get_args(annotation)
+            for m in metadata:  # ``Field(...)`` inside ``Annotated`` holds its own
+                constraints.extend(m.metadata if isinstance(m, FieldInfo) else [m])
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                raise TypeError(f"unsupported union: {annotation!r}")
+            nullable = nullable or len(args) < len(typing.get_args(annotation))
+            annotation = args[0]
+        else:
+            return annotation, nullable, constraints
+
+
+def _text_and_digits(constraint: Any) -> dict[str, Any] | None:
+    """The pattern and digit limits a constraint sets, or None if it sets anything else."""
+    values = getattr(constraint, "__dict__", None)
+    if not values or not values.keys() <= _TEXT_AND_DIGITS:
+        return None
+    return dict(values) if isinstance(values.get("pattern", ""), str) else None
+
+
+def _typed(name: str, value_type: Any, decimal: DecimalType | None) -> dict[str, Any]:
+    """The FieldSpec attributes that follow from the value's type."""
+    origin = typing.get_origin(value_type)
+    if origin is list:
+        (item,) = typing.get_args(value_type)
+        if not (isinstance(item, type) and issubclass(item, BaseModel)):
+            raise TypeError(f"{name}: an array's items must be a model, not {item!r}")
+        return {"kind": "array", "item_model": item}
+    if origin is Literal:
+        choices = typing.get_args(value_type)
+        if not all(isinstance(c, str) for c in choices):
+            raise TypeError(f"{name}: choices must be text: {choices!r}")
+        return {"kind": "string", "choices": choices}
+    kind = _KINDS.get(value_type)
+    if kind is None:
+        raise TypeError(f"unsupported field type for {name!r}: {value_type!r}")
+    if kind != "decimal":
+        return {"kind": kind}
+    if decimal is None:
+        raise TypeError(f"decimal field {name!r} lacks a DecimalType marker")
+    return {"kind": kind, "precision": decimal.precision, "scale": decimal.scale}
+
+
+def _field_spec(name: str, field: FieldInfo) -> FieldSpec:
+    value_type, nullable, inner = _unwrap(field.annotation)
+    decimal: DecimalType | None = None
+    given: dict[str, Any] = {}
+    bounds: list[Bound] = []
+    other: list[Any] = []
+    for c in [*field.metadata, *inner]:
+        if isinstance(c, DecimalType):
+            decimal = c
+        elif type(c) in _BOUND_OPERATORS:
+            operator = _BOUND_OPERATORS[type(c)]
+            bounds.append(Bound(operator, getattr(c, operator)))  # type: ignore[arg-type]
+        elif (values := _text_and_digits(c)) is not None:
+            given.update(values)
+        else:
+            other.append(c)
+    spec = FieldSpec(
+        name, nullable=nullable, description=field.description, pattern=given.get("pattern"),
+        bounds=tuple(bounds), other_constraints=tuple(other),
+        **_typed(name, value_type, decimal),
+    )
+    # Validation checks digits as the DecimalType says; a model saying otherwise is a typo.
+    digits = (given.get("max_digits", spec.precision), given.get("decimal_places", spec.scale))
+    if digits != (spec.precision, spec.scale):
+        raise TypeError(f"{name}: max_digits/decimal_places {digits} disagree with {decimal}")
+    return spec
+
+
+@cache
+def field_specs(model: type[BaseModel]) -> tuple[FieldSpec, ...]:
+    """The model's fields in model order, each described once (``TypeError`` for a type
+    the warehouse cannot hold)."""
+    return tuple(_field_spec(name, field) for name, field in model.model_fields.items())
 
 
 @dataclass(frozen=True)
@@ -59,17 +203,17 @@ class ColumnSpec:
         if self.kind == "decimal":
             assert self.precision is not None and self.scale is not None
             return pa.decimal128(self.precision, self.scale)
-        if self.kind == "int":
-            return pa.int64() if self.sql_type == "BIGINT" else pa.int32()
-        return _ARROW_TYPES[self.kind]
+        return _ARROW_TYPES[self.sql_type]
 
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "json": pa.string(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "bool": pa.bool_(),
+    "VARCHAR": pa.string(),
+    "JSON": pa.string(),
+    "DATE": pa.date32(),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+    "BOOLEAN": pa.bool_(),
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
 }
 
 
@@ -111,97 +255,55 @@ def in_catalog(catalog: str, table: str) -> str:
     return '"' + catalog.replace('"', '""') + '".' + table
 
 
-def _unwrap(annotation: Any) -> tuple[Any, bool, list[Any]]:
-    """Strip ``Optional``/``Annotated``: (base type, nullable, collected metadata)."""
-    nullable = False
-    metadata: list[Any] = []
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            for m in annotation.__metadata__:  # Field(...) inside Annotated nests its own
-                metadata.extend([m, *m.metadata] if isinstance(m, FieldInfo) else [m])
-            annotation = annotation.__origin__
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
-                raise TypeError(f"unsupported union: {annotation!r}")
-            nullable = nullable or len(args) < len(typing.get_args(annotation))
-            annotation = args[0]
-        else:
-            return annotation, nullable, metadata
+def _what(field: FieldSpec) -> tuple[str, str]:
+    """A field's SQL type and what its values are, in words."""
+    if field.choices:
+        return "VARCHAR", "One of: " + ", ".join(field.choices)
+    if field.kind == "decimal":
+        p, s = field.precision, field.scale
+        return f"DECIMAL({p},{s})", f"Exact decimal, precision {p}, scale {s}"
+    if field.kind == "timestamp":
+        return "TIMESTAMPTZ", "Instant; the API's offset is normalized to UTC"
+    if field.kind == "date":
+        return "DATE", "Calendar date"
+    if field.kind == "bool":
+        return "BOOLEAN", "Flag"
+    if field.kind == "int":
+        return "BIGINT", "Integer"
+    if field.pattern == r"^[0-9]+$":
+        return "VARCHAR", "Identifier (digit string, may exceed 2^63)"
+    return "VARCHAR", f"Text matching `{field.pattern}`" if field.pattern else "Text"
 
 
-def _is_list(annotation: Any) -> bool:
-    return typing.get_origin(_unwrap(annotation)[0]) is list
-
-
-def _spec(name: str, field: FieldInfo) -> ColumnSpec:
-    base, nullable, metadata = _unwrap(field.annotation)
-    metadata = [*field.metadata, *metadata]
-    null_note = "nullable" if nullable else "never null"
-    if typing.get_origin(base) is Literal:
-        values = ", ".join(str(v) for v in typing.get_args(base))
-        return ColumnSpec(name, "VARCHAR", nullable, f"One of: {values} ({null_note}).", "string")
-    if base is Decimal:
-        marker = next((m for m in metadata if isinstance(m, DecimalType)), None)
-        if marker is None:
-            raise TypeError(f"decimal field {name!r} lacks a DecimalType marker")
-        p, s = marker.precision, marker.scale
-        return ColumnSpec(
-            name, f"DECIMAL({p},{s})", nullable,
-            f"Exact decimal, precision {p}, scale {s} ({null_note}).", "decimal", p, s,
-        )
-    if base is AwareDatetime or base is dt.datetime:
-        return ColumnSpec(
-            name, "TIMESTAMPTZ", nullable,
-            f"Instant; the API's offset is normalized to UTC ({null_note}).", "timestamp",
-        )
-    if base is dt.date:
-        return ColumnSpec(name, "DATE", nullable, f"Calendar date ({null_note}).", "date")
-    if base is bool:  # before int: bool is a subclass of int
-        return ColumnSpec(name, "BOOLEAN", nullable, f"Flag ({null_note}).", "bool")
-    if base is int:
-        return ColumnSpec(name, "BIGINT", nullable, f"Integer ({null_note}).", "int")
-    if base is str:
-        pattern = next((m.pattern for m in metadata if getattr(m, "pattern", None)), None)
-        if pattern == r"^[0-9]+$":
-            what = "Identifier (digit string, may exceed 2^63)"
-        else:
-            what = f"Text matching `{pattern}`" if pattern else "Text"
-        return ColumnSpec(name, "VARCHAR", nullable, f"{what} ({null_note}).", "string")
-    raise TypeError(f"unsupported field type for {name!r}: {field.annotation!r}")
-
-
-def _described(spec: ColumnSpec, field: FieldInfo) -> ColumnSpec:
-    if not field.description:
-        return spec
-    return ColumnSpec(**{**spec.__dict__, "description": f"{field.description} {spec.description}"})
-
-
-def _count_spec(name: str, field: FieldInfo) -> ColumnSpec:
-    """A nested array becomes a child table; the parent keeps its item count.
+def field_column(field: FieldSpec) -> ColumnSpec:
+    """The field's column in its table; a nested array becomes a child table, and the
+    parent keeps ``_<field>_count``.
 
     The count is NULL when the API sent ``null`` for the array, so the nullability
     check sees a null array that would otherwise look like an empty one.
     """
-    nullable = _unwrap(field.annotation)[1]
-    note = "nullable" if nullable else "never null"
+    note = "nullable" if field.nullable else "never null"
+    if field.kind == "array":
+        return ColumnSpec(
+            f"_{field.name}_count", "INTEGER", field.nullable,
+            f"Items in `{field.name}` (rows in the child table); NULL when the API sent null "
+            f"({note}).",
+            "int", counts=field.name,
+        )
+    sql_type, what = _what(field)
+    kind: Kind = field.kind  # type: ignore[assignment]  # every kind but "array"
+    description = f"{what} ({note})."
+    if field.description:
+        description = f"{field.description} {description}"
     return ColumnSpec(
-        f"_{name}_count", "INTEGER", nullable,
-        f"Items in `{name}` (rows in the child table); NULL when the API sent null ({note}).",
-        "int", counts=name,
+        field.name, sql_type, field.nullable, description, kind, field.precision, field.scale
     )
 
 
 @cache
 def model_columns(model: type[BaseModel]) -> tuple[ColumnSpec, ...]:
     """Fields of a model in model order; a list field becomes its ``_<field>_count``."""
-    return tuple(
-        _count_spec(name, field)
-        if _is_list(field.annotation)
-        else _described(_spec(name, field), field)
-        for name, field in model.model_fields.items()
-    )
+    return tuple(field_column(f) for f in field_specs(model))
 
 
 EXTRA_SPEC = ColumnSpec(

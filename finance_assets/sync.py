@@ -13,11 +13,11 @@ from email.utils import parsedate_to_datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from finance_assets import columnar
 from finance_assets.client import ClientStats, FinanceApiClient, Page
 from finance_assets.endpoints import Endpoint
+from finance_assets.records import columnar
 from finance_assets.records.page_columns import PageColumns, ValueDoesNotFit, columns_from_records
-from finance_assets.validation import validate_page
+from finance_assets.records.validation import validate_page
 from finance_assets.warehouse import (
     FULL_REFRESH,
     HIGHEST_KEY,
@@ -118,7 +118,8 @@ def load_endpoint(
     pass_began: datetime | None = None
     with warehouse.writer(endpoint, loaded_at, full_refresh=full) as writer:
         pages = client.iter_pages(
-            endpoint.path, endpoint.data_selector, since, calls, fast=columnar.for_pass(endpoint)
+            endpoint.path, endpoint.data_selector, since, calls,
+            fast=columnar.reader_for_pass(endpoint),
         )
         for page in pages:
             loaded_pages += 1  # (requests also count pages guessed past the end)
@@ -127,7 +128,7 @@ def load_endpoint(
             if page.fast is not None:  # already validated columns
                 loaded = page.fast.columns
             else:
-                valid, bad = validate_page(endpoint.model, page.records or [], False)
+                valid, bad = validate_page(endpoint.model, page.records or [], decimal_digits=False)
                 try:
                     loaded = columns_from_records(endpoint, valid)
                 except ValueDoesNotFit:  # a decimal past its column: validate with the bounds

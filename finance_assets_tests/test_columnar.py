@@ -1,9 +1,9 @@
-"""The columnar fast path stages exactly what pydantic validation would, or declines.
+"""The columnar path stages exactly what pydantic validation would, or declines.
 
 Every body here goes through both paths into two DuckDB warehouses, which must end
-up identical (tables, child tables, quarantine); and wherever the fast path took a
-page, pydantic must have accepted every record on it, and the page says whether
-any record or item had undocumented fields.
+up identical (tables, child tables, quarantine); and wherever the columnar path took
+a page, pydantic must have accepted every record on it, and the page's ``_extra``
+columns hold text exactly where a record or item had undocumented fields.
 """
 
 from __future__ import annotations
@@ -14,19 +14,22 @@ import functools
 import json
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import duckdb
 import pytest
+from pydantic import Field
 
-from finance_assets import columnar
 from finance_assets.endpoints import ENDPOINTS, Endpoint
+from finance_assets.models import DecimalType, Resource
+from finance_assets.records import columnar
+from finance_assets.records.columnar import ColumnarPage
 from finance_assets.records.page_columns import columns_from_records
+from finance_assets.records.validation import validate_page
 from finance_assets.sandbox.data import Generator
 from finance_assets.sandbox.store import render
-from finance_assets.schema import REJECTED_TABLE, table_names
+from finance_assets.schema import EXTRA_COLUMN, REJECTED_TABLE, Bound, field_specs, table_names
 from finance_assets.sync import key_range
-from finance_assets.validation import validate_page
 from finance_assets.warehouse import Warehouse
 
 LOADED_AT = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -43,7 +46,7 @@ def envelope(endpoint: Endpoint, blobs: list[bytes], more: bool = False) -> byte
 
 
 def _fields(endpoint: Endpoint, kind: str) -> list[str]:
-    return [r.name for r in columnar.rules(endpoint.model) if r.kind == kind]
+    return [f.name for f in field_specs(endpoint.model) if f.kind == kind]
 
 
 def _first(endpoint: Endpoint, *kinds: str) -> str | None:
@@ -53,19 +56,17 @@ def _first(endpoint: Endpoint, *kinds: str) -> str | None:
     return None
 
 
-def _bounded(endpoint: Endpoint, fn: str) -> str | None:
-    return next(
-        (r.name for r in columnar.rules(endpoint.model) if any(b[0] == fn for b in r.bounds)),
-        None,
-    )
+def _bounded(endpoint: Endpoint, operator: str) -> str | None:
+    fields = field_specs(endpoint.model)
+    return next((f.name for f in fields if any(b.operator == operator for b in f.bounds)), None)
 
 
 def _patterned(endpoint: Endpoint) -> str | None:
-    return next((r.name for r in columnar.rules(endpoint.model) if r.pattern), None)
+    return next((f.name for f in field_specs(endpoint.model) if f.pattern), None)
 
 
 def _choice(endpoint: Endpoint) -> str | None:
-    return next((r.name for r in columnar.rules(endpoint.model) if r.choices), None)
+    return next((f.name for f in field_specs(endpoint.model) if f.choices), None)
 
 
 def _lines(record: Record) -> list[Record]:
@@ -110,13 +111,13 @@ def _line(change: Callable[[Record], None]) -> Edit:
 
 
 def _amount(e: Endpoint) -> str | None:
-    return next((r.name for r in columnar.rules(e.model) if r.scale == 2), None)
+    return next((f.name for f in field_specs(e.model) if f.scale == 2), None)
 
 
 def _text(e: Endpoint) -> str | None:
     """A free-text field (no pattern, no choices)."""
-    rules = columnar.rules(e.model)
-    plain = (r.name for r in rules if r.kind == "string" and not (r.pattern or r.choices))
+    fields = field_specs(e.model)
+    plain = (f.name for f in fields if f.kind == "string" and not (f.pattern or f.choices))
     return next(plain, None)
 
 
@@ -148,8 +149,8 @@ EDITS: dict[str, Edit] = {
     "choice null": _set(_choice, None),
     "int as float": _set(lambda e: _first(e, "int"), Decimal("5.0")),
     "int as string": _set(lambda e: _first(e, "int"), "5"),
-    "int below bound": _set(lambda e: _bounded(e, "greater_equal"), -1),
-    "decimal at gt bound": _set(lambda e: _bounded(e, "greater"), 0),
+    "int below bound": _set(lambda e: _bounded(e, "ge"), -1),
+    "decimal at gt bound": _set(lambda e: _bounded(e, "gt"), 0),
     "bool as string": _set(lambda e: _first(e, "bool"), "true"),
     "bool as int": _set(lambda e: _first(e, "bool"), 1),
     "date impossible": _set(lambda e: _first(e, "date"), "2024-02-30"),
@@ -242,7 +243,8 @@ def _tables(conn: duckdb.DuckDBPyConnection, endpoint: Endpoint) -> dict[str, li
     return out
 
 
-def _slow(endpoint: Endpoint, body: bytes) -> tuple[list, list] | None:
+def _by_pydantic(endpoint: Endpoint, body: bytes) -> tuple[list, list] | None:
+    """What the pydantic path makes of a body: (valid, rejected), or None if not JSON."""
     try:
         decoded = json.loads(body, parse_float=Decimal)
     except ValueError:
@@ -251,47 +253,62 @@ def _slow(endpoint: Endpoint, body: bytes) -> tuple[list, list] | None:
     return validate_page(endpoint.model, records) if isinstance(records, list) else None
 
 
-@pytest.mark.parametrize("lenient", [False, True], ids=["strict-first", "lenient"])
+def _with_undocumented_envelope_key(body: bytes) -> bytes:
+    """The body with a key the contract does not list beside ``page_context``: the
+    strict read refuses it, so the records are read leniently and checked key by key."""
+    assert body.endswith(b"}")
+    return body[:-1] + b',"request_id":"r-1"}'
+
+
+def _has_undocumented_fields(page: ColumnarPage) -> bool:
+    """Whether any record or item on the page has ``_extra`` text."""
+    tables = [page.columns.parent, *page.columns.children.values()]
+    return any(t.column(EXTRA_COLUMN).null_count < t.num_rows for t in tables)
+
+
+@pytest.mark.parametrize("envelope_key", [False, True], ids=["strict read", "lenient read"])
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e.name for e in ENDPOINTS])
-def test_fast_path_stages_what_pydantic_would(endpoint: Endpoint, lenient: bool) -> None:
-    """Either way of reading (strict first, or lenient at once) stages what pydantic
-    would, or declines the page."""
-    decode = columnar.decoder(endpoint)
-    assert decode is not None, f"{endpoint.name}: the fast path does not cover its model"
+def test_columnar_path_stages_what_pydantic_would(endpoint: Endpoint, envelope_key: bool) -> None:
+    """Either read (strict; or lenient, after the strict one refused an undocumented
+    envelope key) stages what pydantic would, or declines the page."""
+    read = columnar.reader_for(endpoint)
+    assert read is not None, f"{endpoint.name}: the columnar path does not cover its model"
     base = _records(endpoint, 12)
     if len(base) < 4:
         base = base * 4  # tiny resources: reuse records (ids are replaced)
     bodies = _bodies(endpoint, base)
+    if envelope_key:
+        bodies = {name: _with_undocumented_envelope_key(b) for name, b in bodies.items()}
     taken, declined = [], []
-    fast_conn, slow_conn = duckdb.connect(), duckdb.connect()
+    columnar_conn, pydantic_conn = duckdb.connect(), duckdb.connect()
     with (
-        Warehouse(fast_conn).writer(endpoint, LOADED_AT) as fast_writer,
-        Warehouse(slow_conn).writer(endpoint, LOADED_AT) as slow_writer,
+        Warehouse(columnar_conn).writer(endpoint, LOADED_AT) as columnar_writer,
+        Warehouse(pydantic_conn).writer(endpoint, LOADED_AT) as pydantic_writer,
     ):
         for name, body in bodies.items():
-            slow = _slow(endpoint, body)
-            page = decode(body, lenient)
+            by_pydantic = _by_pydantic(endpoint, body)
+            page = read(body)
             if page is None:
                 declined.append(name)
             else:
                 taken.append(name)
-                assert slow is not None, f"{name}: fast path took a body json.loads refuses"
-                valid, bad = slow
-                assert not bad, f"{name}: fast path took a page pydantic rejects: {bad[0].reason}"
+                assert by_pydantic is not None, f"{name}: taken, yet json.loads refuses the body"
+                valid, bad = by_pydantic
+                assert not bad, f"{name}: taken, yet pydantic rejects a record: {bad[0].reason}"
                 items = [i for v in valid for c in endpoint.children for i in getattr(v, c) or ()]
                 extras = any(v.model_extra for v in [*valid, *items])
-                assert page.extras == extras, name
+                assert _has_undocumented_fields(page) == extras, name
                 assert page.size == len(valid)
-                fast_writer.add(page.columns)
-            if slow is not None:
-                valid, bad = slow
-                slow_writer.add(columns_from_records(endpoint, valid))
-                slow_writer.reject(bad)
+                columnar_writer.add(page.columns)
+            if by_pydantic is not None:
+                valid, bad = by_pydantic
+                pydantic_writer.add(columns_from_records(endpoint, valid))
+                pydantic_writer.reject(bad)
                 if page is None:
-                    fast_writer.add(columns_from_records(endpoint, valid))
-                    fast_writer.reject(bad)
-    assert _tables(fast_conn, endpoint) == _tables(slow_conn, endpoint)
-    # The fast path must carry the ordinary cases, or it is no fast path.
+                    columnar_writer.add(columns_from_records(endpoint, valid))
+                    columnar_writer.reject(bad)
+    assert _tables(columnar_conn, endpoint) == _tables(pydantic_conn, endpoint)
+    # The columnar path must carry the ordinary cases, or it saves nothing.
     ordinary = {
         "clean", "empty page", "amount at the edge", "text with escapes", "lines empty",
         "null in a non-nullable field", "choice null", "amount as string", "time half second",
@@ -300,13 +317,13 @@ def test_fast_path_stages_what_pydantic_would(endpoint: Endpoint, lenient: bool)
     missed = (ordinary & set(bodies)) - set(taken)
     assert not missed, f"declined: {sorted(missed)}"
     if "extra field" in taken:  # kept as pydantic keeps it (the tables above agree)
-        extra = fast_conn.execute(f"SELECT count(_extra) FROM {table_names(endpoint)[0]}")
+        extra = columnar_conn.execute(f"SELECT count(_extra) FROM {table_names(endpoint)[0]}")
         assert extra.fetchone() == (1,)
 
 
-def test_fast_path_takes_every_sandbox_page(make_sandbox) -> None:
+def test_columnar_path_takes_every_sandbox_page(make_sandbox) -> None:
     """At the sandbox's normal mix every page is taken, those holding an undocumented
-    field (a few per resource, by design) too, and flagged as such."""
+    field (a few per resource, by design) too, with that field in ``_extra``."""
     import httpx  # noqa: PLC0415
 
     sb = make_sandbox(scale=0.3)
@@ -321,8 +338,8 @@ def test_fast_path_takes_every_sandbox_page(make_sandbox) -> None:
     ).json()["access_token"]
     taken = total = 0
     for endpoint in ENDPOINTS:
-        decode = columnar.decoder(endpoint)
-        assert decode is not None
+        read = columnar.reader_for(endpoint)
+        assert read is not None
         page, more = 1, True
         while more:
             response = httpx.get(
@@ -331,12 +348,13 @@ def test_fast_path_takes_every_sandbox_page(make_sandbox) -> None:
                 headers={"Authorization": f"Bearer {token}"},
             )
             body = response.content
-            decoded = decode(body)
+            decoded = read(body)
             records = json.loads(body, parse_float=Decimal)[endpoint.data_selector]
             extras = any(v.model_extra for v in validate_page(endpoint.model, records)[0])
             lines_extras = b"project_code" in body
             assert decoded is not None, (endpoint.name, page)
-            assert decoded.extras == (extras or lines_extras), (endpoint.name, page)
+            where = (endpoint.name, page)
+            assert _has_undocumented_fields(decoded) == (extras or lines_extras), where
             taken += 1
             total += 1
             more = json.loads(body)["page_context"]["has_more_page"]
@@ -345,26 +363,36 @@ def test_fast_path_takes_every_sandbox_page(make_sandbox) -> None:
 
 
 def test_a_pass_stops_trying_where_every_page_is_declined() -> None:
-    """An API whose every page the fast path declines: after a few declines the pass
-    parses only a sample of pages twice; a page taken again resumes the fast path."""
+    """An API whose every page the columnar path declines: after a few declines the pass
+    parses only a sample of pages twice; a page taken again resumes the columnar path."""
     endpoint = next(e for e in ENDPOINTS if e.name == "contacts")
     records = _records(endpoint, 10)
     bad = envelope(endpoint, [render({**r, "id": "12a"}) for r in records])
     clean = envelope(endpoint, [render(r) for r in records])
-    decode = columnar.for_pass(endpoint)
-    assert decode is not None
-    assert all(decode(bad) is None for _ in range(200))
-    assert decode.tried <= 8 + 200 // 16 + 1  # 8 in a row, then one page in 16
-    while decode(clean) is None:  # skipped until the next sampled page
+    assert isinstance(columnar.reader_for_pass(endpoint), columnar.SyncPassReader)
+    reader = columnar.reader_for(endpoint)
+    assert reader is not None
+    tried: list[bytes] = []
+
+    def counted(body: bytes) -> ColumnarPage | None:
+        tried.append(body)
+        return reader(body)
+
+    read = columnar.SyncPassReader(counted)
+    assert all(read(bad) is None for _ in range(200))
+    assert len(tried) <= 8 + 200 // 16 + 1  # 8 in a row, then one page in 16
+    while read(clean) is None:  # skipped until the next sampled page
         pass
-    tried = decode.tried
-    assert all(decode(clean) is not None for _ in range(5))
-    assert decode.tried == tried + 5  # taken again: every page is tried
+    before = len(tried)
+    assert all(read(clean) is not None for _ in range(5))
+    assert len(tried) == before + 5  # taken again: every page is tried
 
 
 def test_a_pages_key_range_is_the_same_from_columns_and_models() -> None:
     """Full refresh's seen ranges: the columnar page keys only its end rows in Python."""
     endpoint = next(e for e in ENDPOINTS if e.name == "invoices")
+    read = columnar.reader_for(endpoint)
+    assert read is not None
     records = _records(endpoint, 40)
     for k in (5, 8, 20):  # ties at both ends: the id decides (numerically)
         records[k]["created_time"] = "2000-01-01T00:00:00Z"
@@ -372,39 +400,66 @@ def test_a_pages_key_range_is_the_same_from_columns_and_models() -> None:
     records[8]["id"], records[20]["id"] = "99", "100000000000000000001"
     records[9]["id"], records[21]["id"] = "98", "100000000000000000002"
     body = envelope(endpoint, [render(r) for r in records])
-    decoded = columnar.decoder(endpoint)(body)  # type: ignore[misc]
+    decoded = read(body)
     assert decoded is not None
     valid, bad = validate_page(endpoint.model, json.loads(body, parse_float=Decimal)["invoices"])
     assert not bad
-    fast = key_range(decoded.columns)
-    slow = key_range(columns_from_records(endpoint, valid))
-    assert fast == slow and fast is not None
-    assert fast[0].endswith("99".zfill(40)) and fast[1].endswith("100000000000000000002".zfill(40))
-    no_times = columnar.decoder(endpoint)(  # type: ignore[misc]
-        envelope(endpoint, [render({**r, "created_time": None}) for r in records[:3]])
-    )
+    from_columns = key_range(decoded.columns)
+    from_models = key_range(columns_from_records(endpoint, valid))
+    assert from_columns == from_models and from_columns is not None
+    low, high = from_columns
+    assert low.endswith("99".zfill(40)) and high.endswith("100000000000000000002".zfill(40))
+    no_times = read(envelope(endpoint, [render({**r, "created_time": None}) for r in records[:3]]))
     assert no_times is not None and key_range(no_times.columns) is None
 
 
-def test_undocumented_fields_on_every_record_and_line_take_the_fast_path() -> None:
+def test_undocumented_fields_on_every_record_and_line_take_the_columnar_path() -> None:
     """An API that adds fields everywhere (as real ones do) stays on the columnar path,
     and stages what pydantic would: the fields in ``_extra``, exact."""
     endpoint = next(e for e in ENDPOINTS if e.name == "invoices")
+    read = columnar.reader_for(endpoint)
+    assert read is not None
     records = _records(endpoint, 30)
     for k, record in enumerate(records):
         record["cf_region"] = {"code": "EMEA", "weight": Decimal(f"0.{k:02d}0")}
         for line in record["line_items"]:
             line["project_code"] = f"P-{k}"
     body = envelope(endpoint, [render(r) for r in records])
-    page = columnar.decoder(endpoint)(body)  # type: ignore[misc]
-    assert page is not None and page.extras
-    slow = _slow(endpoint, body)
-    assert slow is not None and not slow[1]
-    fast_conn, slow_conn = duckdb.connect(), duckdb.connect()
-    with Warehouse(fast_conn).writer(endpoint, LOADED_AT) as fast_writer:
-        fast_writer.add(page.columns)
-    with Warehouse(slow_conn).writer(endpoint, LOADED_AT) as slow_writer:
-        slow_writer.add(columns_from_records(endpoint, slow[0]))
-    assert _tables(fast_conn, endpoint) == _tables(slow_conn, endpoint)
-    extras = fast_conn.execute("SELECT _extra FROM finance.invoices ORDER BY id").fetchall()
+    page = read(body)
+    assert page is not None and _has_undocumented_fields(page)
+    by_pydantic = _by_pydantic(endpoint, body)
+    assert by_pydantic is not None and not by_pydantic[1]
+    columnar_conn, pydantic_conn = duckdb.connect(), duckdb.connect()
+    with Warehouse(columnar_conn).writer(endpoint, LOADED_AT) as columnar_writer:
+        columnar_writer.add(page.columns)
+    with Warehouse(pydantic_conn).writer(endpoint, LOADED_AT) as pydantic_writer:
+        pydantic_writer.add(columns_from_records(endpoint, by_pydantic[0]))
+    assert _tables(columnar_conn, endpoint) == _tables(pydantic_conn, endpoint)
+    extras = columnar_conn.execute("SELECT _extra FROM finance.invoices ORDER BY id").fetchall()
     assert extras[0] == ('{"cf_region":{"code":"EMEA","weight":0.000}}',)
+
+
+class Gadget(Resource):
+    """A record with a constraint the columnar path does not mirror (a minimum length)."""
+
+    code: Annotated[str, Field(min_length=2)]
+    price: Annotated[Decimal, Field(max_digits=9, decimal_places=2, ge=0), DecimalType(9, 2)]
+
+
+def test_a_constraint_not_mirrored_leaves_the_model_to_pydantic() -> None:
+    """The field description keeps what it does not understand: validation enforces it,
+    and the columnar path declines the model rather than load what pydantic would not."""
+    gadgets = Endpoint("gadgets", "/v1/gadgets", "gadgets", Gadget, "Gadgets.")
+    code, price = field_specs(Gadget)[-2:]
+    assert len(code.other_constraints) == 1 and not price.other_constraints
+    assert (price.precision, price.scale, price.bounds) == (9, 2, (Bound("ge", 0),))
+    assert columnar.reader_for(gadgets) is None and columnar.reader_for_pass(gadgets) is None
+    times = {"created_time": "2026-01-01T00:00:00Z", "last_modified_time": "2026-01-01T00:00:00Z"}
+    valid, rejected = validate_page(Gadget, [
+        {"id": "1", **times, "code": "AB", "price": Decimal("1.50")},
+        {"id": "2", **times, "code": "A", "price": Decimal("1.50")},
+        {"id": "3", **times, "code": None, "price": Decimal("-1.00")},
+    ])
+    assert [v.id for v in valid] == ["1"]
+    reasons = [(r.record_id, r.reason.split(":")[0]) for r in rejected]
+    assert reasons == [("2", "code"), ("3", "price")]

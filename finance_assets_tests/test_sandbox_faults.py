@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from finance_assets.endpoints import ENDPOINTS
+from finance_assets.records.validation import validate_page
 from finance_assets.sandbox import MALFORMED_KINDS, Sandbox, SandboxConfig
 from finance_assets.sandbox.__main__ import parse_args
 from finance_assets.sandbox.data import BAD_VALUES
-from finance_assets.validation import validate_page
 from finance_assets_tests.conftest import fetch_token
 
 

@@ -16,8 +16,8 @@ from finance_assets.checks import run_checks
 from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
 from finance_assets.records.json_text import undocumented_fields_json
 from finance_assets.records.page_columns import ValueDoesNotFit, columns_from_records
+from finance_assets.records.validation import validate_page
 from finance_assets.schema import child_column_specs, child_table_name, column_specs, table_name
-from finance_assets.validation import validate_page
 from finance_assets.warehouse import MergeStep, Warehouse, Writer, summary_rows
 from finance_assets_tests.warehouse_helpers import INVOICES, LOADED_AT, Rej, dump, make, write
 

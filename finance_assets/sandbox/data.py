@@ -14,7 +14,10 @@ import typing
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 
+from pydantic import BaseModel
+
 from finance_assets.endpoints import BY_NAME, ENDPOINTS
+from finance_assets.schema import field_specs
 
 Record = dict[str, typing.Any]
 
@@ -74,12 +77,9 @@ def q2(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def nullable_fields(model: type) -> set[str]:
-    """Fields whose annotation admits None (the models are the nullability authority)."""
-    return {
-        name for name, field in model.model_fields.items()
-        if type(None) in typing.get_args(field.annotation)
-    }
+def nullable_fields(model: type[BaseModel]) -> set[str]:
+    """Fields the model admits null in (the models are the nullability authority)."""
+    return {f.name for f in field_specs(model) if f.nullable}
 
 
 # What ``bad_records`` puts in a field: values the schema cannot hold, by kind of field.
@@ -90,23 +90,17 @@ BAD_VALUES: dict[str, typing.Any] = {
 }
 
 
-def field_kinds(model: type) -> dict[str, list[str]]:
-    """Top-level fields by the bad value that breaks them (never the id or cursor times)."""
+def field_kinds(model: type[BaseModel]) -> dict[str, list[str]]:
+    """Top-level fields by the bad value that breaks them (never the id or cursor times).
+
+    Decimals take the non-numeric amount, dates the unparseable date, every other field
+    (instants included) the wrong type.
+    """
     out: dict[str, list[str]] = {kind: [] for kind in BAD_VALUES}
-    for name, field in model.model_fields.items():
-        if name in CURSOR_FIELDS:
-            continue
-        types = set()
-        for arg in typing.get_args(field.annotation) or (field.annotation,):
-            if typing.get_origin(arg) is typing.Annotated:
-                arg = typing.get_args(arg)[0]
-            types.add(arg)
-        if Decimal in types:
-            out["amount"].append(name)
-        elif dt.date in types or dt.datetime in types:
-            out["date"].append(name)
-        else:
-            out["type"].append(name)
+    for field in field_specs(model):
+        if field.name not in CURSOR_FIELDS:
+            bad = {"decimal": "amount", "date": "date"}.get(field.kind, "type")
+            out[bad].append(field.name)
     return out
 
 

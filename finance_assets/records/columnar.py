@@ -1,17 +1,17 @@
-"""The columnar fast path: a page's JSON body straight to validated Arrow columns.
+"""The columnar path: a page's JSON body straight to validated Arrow columns.
 
 pyarrow's JSON reader parses the body in C++ (without the GIL, so endpoints load in
 parallel) against an explicit schema derived from the models; decimals are converted
 from the number's own text, never through a float. The page is then validated with
 vectorised checks that mirror the loadable pydantic model.
 
-The fast path only takes a page it can vouch for: every record has every field
+The columnar path only takes a page it can vouch for: every record has every field
 (an absent field is an error for the model, a null is not), every value of the
 kind and within the bounds the model demands. Undocumented fields are kept as
 ``_extra`` JSON text, exactly as the pydantic path keeps them. For anything else
-(and for any model this module does not understand) it answers None, and the
-caller decodes and validates record by record with pydantic, which also explains
-each problem. Both paths stage identical rows; tests hold them to it.
+(and for any model with a constraint this module does not mirror) it answers None,
+and the caller validates record by record with pydantic, which also explains each
+problem. Both paths stage identical rows; tests hold them to it.
 """
 
 from __future__ import annotations
@@ -20,25 +20,28 @@ import datetime as dt
 import functools
 import io
 import json
-import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
-from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
-from pydantic.fields import FieldInfo
 
 from finance_assets.endpoints import Endpoint
-from finance_assets.models import DecimalType
 from finance_assets.records.json_text import undocumented_fields_json
 from finance_assets.records.page_columns import PageColumns
-from finance_assets.schema import EXTRA_COLUMN, POSITION_COLUMN, ROW_COLUMN, _unwrap, model_columns
+from finance_assets.schema import (
+    EXTRA_COLUMN,
+    POSITION_COLUMN,
+    ROW_COLUMN,
+    FieldSpec,
+    field_column,
+    field_specs,
+)
 
 _DATE = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
 # RFC 3339 with an offset (the model wants aware instants), at most microseconds.
@@ -47,101 +50,68 @@ _INSTANT = (
     r"[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 _EARLIEST, _LATEST = dt.date(1, 1, 2), dt.date(9999, 12, 30)  # offsets stay in range
+_COMPARE: dict[str, Callable[..., pa.Array]] = {
+    "gt": pc.greater, "ge": pc.greater_equal, "lt": pc.less, "le": pc.less_equal,
+}
 
 
-class Unsupported(TypeError):
-    """A model feature the fast path does not mirror (the endpoint then uses pydantic)."""
+class _NotMirrored(TypeError):
+    """A model feature the checks here do not mirror (the endpoint then uses pydantic)."""
 
 
 @dataclass(frozen=True)
-class Rule:
-    """How one model field is read and checked."""
+class _FieldRule:
+    """How one field is read from JSON and checked, in Arrow terms (built once per model)."""
 
-    name: str
-    read: pa.DataType  # what the JSON reader produces
-    kind: str  # string, decimal, date, timestamp, bool, int, list
-    pattern: str | None = None
-    choices: tuple[str, ...] | None = None
-    bounds: tuple[tuple[str, Any], ...] = ()  # (compute function, bound), e.g. ("greater", 0)
-    precision: int | None = None
-    scale: int | None = None
-    items: tuple[Rule, ...] | None = None  # for lists: the item model's rules
-
-
-def _bounds(metadata: list[Any]) -> tuple[tuple[str, Any], ...]:
-    out = []
-    for m in metadata:
-        for cls, attr, fn in ((Gt, "gt", "greater"), (Ge, "ge", "greater_equal"),
-                              (Lt, "lt", "less"), (Le, "le", "less_equal")):
-            if isinstance(m, cls):
-                out.append((fn, getattr(m, attr)))
-    return tuple(out)
+    field: FieldSpec
+    read_type: pa.DataType  # what the JSON reader produces
+    items: tuple[_FieldRule, ...] = ()  # arrays: the item model's rules
+    choices: pa.Array | None = None
+    bounds: tuple[tuple[Callable[..., pa.Array], pa.Scalar], ...] = ()
+    # Decimals: values must stay below this in absolute value, compared as ``wide``
+    # (the reader accepts more whole digits than the precision leaves).
+    digits_limit: pa.Scalar | None = None
+    wide: pa.DataType | None = None
 
 
-def _known(metadata: list[Any]) -> None:
-    for m in metadata:
-        if isinstance(m, (Gt, Ge, Lt, Le, DecimalType, FieldInfo)):
-            continue  # a FieldInfo's constraints are listed after it
-        extra = set(getattr(m, "__dict__", {})) - {"pattern", "max_digits", "decimal_places"}
-        if type(m).__name__ != "_PydanticGeneralMetadata" or extra:
-            raise Unsupported(f"constraint {m!r}")
-
-
-def _rule(name: str, annotation: Any, metadata: list[Any]) -> Rule:
-    base, _, inner = _unwrap(annotation)
-    metadata = [*metadata, *inner]
-    _known(metadata)
-    bounds = _bounds(metadata)
-    pattern = next((m.pattern for m in metadata if getattr(m, "pattern", None)), None)
-    if typing.get_origin(base) is list:
-        items = rules(typing.get_args(base)[0])
-        struct = pa.struct([(r.name, r.read) for r in items])
-        return Rule(name, pa.list_(struct), "list", items=items)
-    if typing.get_origin(base) is Literal:
-        choices = typing.get_args(base)
-        if not all(isinstance(c, str) for c in choices):
-            raise Unsupported(f"{name}: non-text choices")
-        return Rule(name, pa.string(), "string", choices=choices)
-    if base is Decimal:
-        marker = next(m for m in metadata if isinstance(m, DecimalType))
-        p, s = marker.precision, marker.scale
-        return Rule(name, pa.decimal128(p, s), "decimal", bounds=bounds, precision=p, scale=s)
-    if base is bool:
-        return Rule(name, pa.bool_(), "bool")
-    if base is int:
-        return Rule(name, pa.int64(), "int", bounds=bounds)
-    if base is str:
-        return Rule(name, pa.string(), "string", pattern=pattern)
-    if base is dt.date:
-        return Rule(name, pa.string(), "date")
-    if getattr(base, "__name__", "") == "AwareDatetime":
-        return Rule(name, pa.string(), "timestamp")
-    raise Unsupported(f"{name}: {annotation!r}")
+def _rule(field: FieldSpec) -> _FieldRule:
+    if field.other_constraints:
+        raise _NotMirrored(f"{field.name}: {field.other_constraints!r}")
+    if field.bounds and field.kind not in ("int", "decimal"):
+        raise _NotMirrored(f"{field.name}: bounds on a {field.kind}")
+    if field.item_model is not None:
+        items = _rules(field.item_model)
+        if any(i.items for i in items):
+            raise _NotMirrored(f"{field.name}: arrays inside its items")
+        struct = pa.struct([(i.field.name, i.read_type) for i in items])
+        return _FieldRule(field, pa.list_(struct), items=items)
+    # Dates and instants are read as text, then checked and parsed here.
+    read = pa.string() if field.kind in ("date", "timestamp") else field_column(field).arrow_type
+    choices = pa.array(field.choices, pa.string()) if field.choices else None
+    bounds = tuple((_COMPARE[b.operator], pa.scalar(b.value, type=read)) for b in field.bounds)
+    if field.kind != "decimal":
+        return _FieldRule(field, read, choices=choices, bounds=bounds)
+    assert field.precision is not None and field.scale is not None
+    wide = pa.decimal128(38, field.scale)
+    limit = pa.scalar(Decimal(10) ** (field.precision - field.scale), type=wide)
+    return _FieldRule(field, read, bounds=bounds, digits_limit=limit, wide=wide)
 
 
 @functools.cache
-def rules(model: type[BaseModel]) -> tuple[Rule, ...]:
-    """The model's fields as read-and-check rules; ``Unsupported`` if one has no mirror."""
-    out = []
-    for name, field in model.model_fields.items():
-        out.append(_rule(name, field.annotation, list(field.metadata)))
-    return tuple(out)
+def _rules(model: type[BaseModel]) -> tuple[_FieldRule, ...]:
+    return tuple(_rule(f) for f in field_specs(model))
 
 
 @dataclass(frozen=True)
 class ColumnarPage:
-    """A page the fast path vouches for, as the columns the warehouse stages.
-
-    ``extras`` says whether the body had any key beyond the documented ones (which is
-    what makes a page cost more to read).
-    """
+    """A page the columnar path vouches for, as the columns the warehouse stages."""
 
     columns: PageColumns
     has_more: bool
-    extras: bool = False
 
     @property
     def size(self) -> int:
+        """Records on the page."""
         return self.columns.size
 
 
@@ -150,14 +120,14 @@ def _fails(mask: pa.Array) -> bool:
     return bool(pc.any(pc.invert(mask)).as_py())
 
 
-def _checked(rule: Rule, values: pa.Array) -> pa.Array | None:
+def _checked(rule: _FieldRule, values: pa.Array) -> pa.Array | None:
     """The column in its warehouse type, or None if a value breaks the rule."""
-    kind = rule.kind
+    kind = rule.field.kind
     if kind == "string":
-        if rule.pattern and _fails(pc.match_substring_regex(values, rule.pattern)):
+        if rule.field.pattern and _fails(pc.match_substring_regex(values, rule.field.pattern)):
             return None
-        if rule.choices:  # is_in says false for a null, which the loadable model allows
-            chosen = pc.is_in(values, value_set=pa.array(rule.choices))
+        if rule.choices is not None:  # is_in says false for a null, which the model allows
+            chosen = pc.is_in(values, value_set=rule.choices)
             if _fails(pc.or_(chosen, pc.is_null(values))):
                 return None
         return values
@@ -174,45 +144,42 @@ def _checked(rule: Rule, values: pa.Array) -> pa.Array | None:
         if low is not None and (low < _EARLIEST or high > _LATEST):
             return None  # near the calendar's ends the two parsers may disagree
         return out
-    if kind == "decimal":
-        assert rule.precision is not None and rule.scale is not None
-        wide = pa.decimal128(38, rule.scale)
-        limit = pa.scalar(Decimal(10) ** (rule.precision - rule.scale), type=wide)
-        if _fails(pc.less(pc.abs(pc.cast(values, wide)), limit)):
-            return None  # more whole digits than the precision leaves
-    for fn, bound in rule.bounds:
-        if _fails(getattr(pc, fn)(values, pa.scalar(bound, type=values.type))):
+    limit = rule.digits_limit
+    if limit is not None and _fails(pc.less(pc.abs(pc.cast(values, rule.wide)), limit)):
+        return None  # more whole digits than the precision leaves
+    for compare, bound in rule.bounds:
+        if _fails(compare(values, bound)):
             return None
     return values
 
 
 def _validated(
-    level: tuple[Rule, ...], struct: pa.StructArray
+    level: tuple[_FieldRule, ...], struct: pa.StructArray
 ) -> tuple[dict[str, pa.Array], dict[str, pa.Table]] | None:
-    """Columns of one level (lists become ``_<name>_count``) and child tables, or None."""
+    """Columns of one level (arrays become ``_<name>_count``) and child tables, or None."""
     columns: dict[str, pa.Array] = {}
     children: dict[str, pa.Table] = {}
     fields = struct.flatten()
     for rule, values in zip(level, fields, strict=True):
-        if rule.kind != "list":
+        name = rule.field.name
+        if not rule.items:
             checked = _checked(rule, values)
             if checked is None:
                 return None
-            columns[rule.name] = checked
+            columns[name] = checked
             continue
-        assert rule.items is not None
-        columns[f"_{rule.name}_count"] = pc.cast(pc.list_value_length(values), pa.int32())
+        columns[f"_{name}_count"] = pc.cast(pc.list_value_length(values), pa.int32())
         items = pc.list_flatten(values)
         if items.null_count:
             return None  # a null item: the model wants an object
         inner = _validated(rule.items, items)
-        if inner is None or inner[1]:
-            return None  # (nested lists inside items are not mirrored)
+        if inner is None:
+            return None
         rows = pc.list_parent_indices(values)
         offsets = values.offsets
         starts = pc.subtract(offsets.slice(0, len(values)), offsets[0])
         position = pc.subtract(pa.array(range(len(items)), pa.int64()), pc.take(starts, rows))
-        children[rule.name] = pa.table(
+        children[name] = pa.table(
             {ROW_COLUMN: rows, POSITION_COLUMN: pc.cast(position, pa.int32()), **inner[0]}
         )
     return columns, children
@@ -222,26 +189,27 @@ def _extra(mapping: dict[str, Any], known: frozenset[str]) -> str | None:
     return undocumented_fields_json({k: v for k, v in mapping.items() if k not in known})
 
 
-class Decoder:
-    """Decodes one endpoint's page bodies; see the module docstring."""
+class ColumnarReader:
+    """Reads one endpoint's page bodies into validated columns; see the module docstring."""
 
     def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-        self.rules = rules(endpoint.model)
-        self._columns = [s.name for s in model_columns(endpoint.model)]
-        self._known = frozenset(r.name for r in self.rules)
-        self._lists = tuple(
-            (r.name, frozenset(i.name for i in r.items)) for r in self.rules if r.items is not None
+        self._selector = endpoint.data_selector
+        self._rules = _rules(endpoint.model)
+        self._known = frozenset(r.field.name for r in self._rules)
+        self._arrays = tuple(
+            (r.field.name, frozenset(i.field.name for i in r.items))
+            for r in self._rules
+            if r.items
         )
         context = pa.struct(
             [("page", pa.int64()), ("per_page", pa.int64()), ("has_more_page", pa.bool_())]
         )
-        record = pa.struct([(r.name, r.read) for r in self.rules])
+        record = pa.struct([(r.field.name, r.read_type) for r in self._rules])
         schema = pa.schema(
             [
                 ("code", pa.int64()),
                 ("message", pa.string()),
-                (endpoint.data_selector, pa.list_(record)),
+                (self._selector, pa.list_(record)),
                 ("page_context", context),
             ]
         )
@@ -249,35 +217,34 @@ class Decoder:
         self._lenient = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
         self._envelope_keys = len(schema) + context.num_fields
 
-    def __call__(self, body: bytes, lenient: bool = False) -> ColumnarPage | None:
-        """The page as validated columns, or None when the fast path cannot vouch for it.
+    def __call__(self, body: bytes) -> ColumnarPage | None:
+        """The page as validated columns, or None when the columnar path cannot vouch for it.
 
         The strict read refuses undocumented keys, so a count of keys proves every
         field present; it stops at the first such key, so where an API adds fields
-        to every record it costs little. A body it refuses (any body, with
-        ``lenient``: tests hold both reads to one result) is read again ignoring
+        to every record it costs little. A body it refuses is read again ignoring
         them, then checked key by key on ``json.loads``'s objects, which also give
         the undocumented fields' ``_extra`` text (the GIL is held for that part).
         """
-        table = None if lenient else self._read(body, self._strict)
+        table = self._read(body, self._strict)
         strict = table is not None
         if table is None and (table := self._read(body, self._lenient)) is None:
             return None
         if table.num_rows != 1 or table.column("code")[0].as_py() != 0:
             return None
-        listed = table.column(self.endpoint.data_selector).combine_chunks()
+        listed = table.column(self._selector).combine_chunks()
         context = table.column("page_context")[0]
         if listed.null_count or not context.is_valid:
             return None
         records = pc.list_flatten(listed)
         if records.null_count:
             return None
-        level = _validated(self.rules, records)
+        level = _validated(self._rules, records)
         if level is None:
             return None
         columns, children = level
         if columns["id"].null_count:
-            return None  # the slow path quarantines it with its reason
+            return None  # the pydantic path quarantines it with its reason
         n = len(records)
         if strict:
             if not self._every_key_present(body, n, children):
@@ -289,16 +256,12 @@ class Decoder:
             if extras is None:
                 return None
             parent_extra, child_extras = extras
-        parent = pa.table({**{c: columns[c] for c in self._columns}, EXTRA_COLUMN: parent_extra})
+        parent = pa.table({**columns, EXTRA_COLUMN: parent_extra})
         children = {
             name: t.append_column(EXTRA_COLUMN, child_extras[name]) for name, t in children.items()
         }
         has_more = bool(context["has_more_page"].as_py())
-        found = not strict and (
-            parent_extra.null_count < n
-            or any(a.null_count < len(a) for a in child_extras.values())
-        )
-        return ColumnarPage(PageColumns(parent, children), has_more, extras=found)
+        return ColumnarPage(PageColumns(parent, children), has_more)
 
     @staticmethod
     def _read(body: bytes, options: pj.ParseOptions) -> pa.Table | None:
@@ -319,13 +282,11 @@ class Decoder:
         as the objects have fields together. A key ends with ``":``; inside a string
         that text can only follow a backslash (a quote there is escaped), and no field
         name ends with one. (Whitespace before a colon lowers the count, which only
-        sends the page to the slow path.)
+        sends the page to the pydantic path.)
         """
-        expected = self._envelope_keys + records * len(self.rules)
-        for rule in self.rules:
-            if rule.items is not None:
-                table = children.get(rule.name)
-                expected += (table.num_rows if table is not None else 0) * len(rule.items)
+        expected = self._envelope_keys + records * len(self._rules)
+        for name, item_known in self._arrays:
+            expected += children[name].num_rows * len(item_known)
         return body.count(b'":') - body.count(b'\\":') == expected
 
     def _extras(
@@ -333,87 +294,92 @@ class Decoder:
     ) -> tuple[pa.Array, dict[str, pa.Array]] | None:
         """``_extra`` text of each record and item, or None if one lacks a documented field.
 
-        ``json.loads`` sees the objects as the slow path does (a repeated undocumented
-        key keeps its last value; the reader refused repeated documented ones).
+        ``json.loads`` sees the objects as the pydantic path does (a repeated
+        undocumented key keeps its last value; the reader refused repeated documented
+        ones).
         """
         try:
             doc = json.loads(body, parse_float=Decimal)
         except ValueError:
             return None
-        listed = doc.get(self.endpoint.data_selector) if isinstance(doc, dict) else None
+        listed = doc.get(self._selector) if isinstance(doc, dict) else None
         if not isinstance(listed, list) or len(listed) != records:
             return None
         known, width = self._known, len(self._known)
         parent: list[str | None] = []
-        items: dict[str, list[str | None]] = {name: [] for name, _ in self._lists}
+        items: dict[str, list[str | None]] = {name: [] for name, _ in self._arrays}
         for record in listed:
             if not isinstance(record, dict) or not record.keys() >= known:
                 return None
             parent.append(_extra(record, known) if len(record) > width else None)
-            for name, item_known in self._lists:
+            for name, item_known in self._arrays:
                 out, item_width = items[name], len(item_known)
                 for item in record[name] or ():
                     if not isinstance(item, dict) or not item.keys() >= item_known:
                         return None
                     out.append(_extra(item, item_known) if len(item) > item_width else None)
         for name, texts in items.items():
-            if name not in children or len(texts) != children[name].num_rows:
+            if len(texts) != children[name].num_rows:
                 return None
         as_text = {name: pa.array(texts, pa.string()) for name, texts in items.items()}
         return pa.array(parent, pa.string()), as_text
 
 
 @functools.cache
-def decoder(endpoint: Endpoint) -> Decoder | None:
-    """The endpoint's fast decoder, or None when its model has a feature not mirrored."""
+def reader_for(endpoint: Endpoint) -> ColumnarReader | None:
+    """The endpoint's columnar reader, or None when its model has a constraint not mirrored."""
     try:
-        return Decoder(endpoint)
-    except Unsupported:
+        return ColumnarReader(endpoint)
+    except _NotMirrored:
         return None
 
 
-class PassDecoder:
-    """One pass's use of a decoder, which stops trying where it keeps declining.
+class SyncPassReader:
+    """A columnar reader as one sync pass uses it: it stops trying where it keeps declining.
 
-    An API whose pages the fast path cannot take would have each parsed only to be
+    An API whose pages the columnar path cannot take would have each parsed only to be
     declined. After ``patience`` declines in a row it tries only one page in
     ``every``; a page it takes resets the count. Declined pages cost nothing but
     time: they go through pydantic as always. (Counters may race across prefetch
     threads; it is a heuristic.)
     """
 
-    def __init__(self, decode: Decoder, patience: int = 8, every: int = 16) -> None:
-        self._decode = decode
+    def __init__(
+        self,
+        read: Callable[[bytes], ColumnarPage | None],
+        patience: int = 8,
+        every: int = 16,
+    ) -> None:
+        self._read = read
         self._patience = patience
         self._every = every
-        self.declined_in_row = 0
-        self.tried = 0
-        self.skipped = 0
+        self._declined_in_row = 0
+        self._skipped = 0
 
     def __call__(self, body: bytes) -> ColumnarPage | None:
-        if self.declined_in_row >= self._patience:
-            self.skipped += 1
-            if self.skipped % self._every:
+        """The page as validated columns, or None (declined, or not tried)."""
+        if self._declined_in_row >= self._patience:
+            self._skipped += 1
+            if self._skipped % self._every:
                 return None
-        self.tried += 1
-        page = self._decode(body)
-        self.declined_in_row = 0 if page is not None else self.declined_in_row + 1
+        page = self._read(body)
+        self._declined_in_row = 0 if page is not None else self._declined_in_row + 1
         return page
 
 
-def for_pass(endpoint: Endpoint) -> PassDecoder | None:
-    """A fresh per-pass decoder for the endpoint (None: its model is not mirrored)."""
-    decode = decoder(endpoint)
-    return PassDecoder(decode) if decode is not None else None
+def reader_for_pass(endpoint: Endpoint) -> SyncPassReader | None:
+    """A fresh reader for one sync pass of the endpoint (None: its model is not mirrored)."""
+    read = reader_for(endpoint)
+    return SyncPassReader(read) if read is not None else None
 
 
 @contextmanager
-def system_allocator() -> Iterator[None]:
+def arrow_system_allocator() -> Iterator[None]:
     """Arrow allocates from the C library's allocator for the duration (then as before).
 
     Pages come and go by the thousand; Arrow's default mimalloc pool keeps what they
-    freed, the system allocator gives it back. Peak RSS of a scale-5 load: 455 -> 365
-    MiB, at the same speed.
+    freed, the system allocator gives it back (README.md's performance section has
+    the figures).
     """
     previous = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())
