@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import types
-import typing
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import duckdb
-from pydantic import AwareDatetime, BaseModel
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel
 
 from finance_assets.endpoints import BY_NAME, Endpoint
-from finance_assets.models import DecimalType
 from finance_assets.records.page_columns import columns_from_records
-from finance_assets.schema import child_table_name, table_name
+from finance_assets.schema import FieldSpec, child_table_name, field_specs, table_name
 from finance_assets.warehouse import STAGING_SCHEMA, Warehouse
 
 LOADED_AT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -33,50 +29,31 @@ _ids = itertools.count(4815000000044001)
 _PATTERN_SAMPLES = {r"^[0-9]+$": None, r"^[A-Z]{3}$": "USD", r"^[A-Z]{2}$": "US"}
 
 
-def _meta(field_metadata: list[Any], annotation: Any) -> tuple[Any, list[Any]]:
-    """Base type and all metadata, through Optional/Annotated/nested FieldInfo."""
-    meta = list(field_metadata)
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            for x in annotation.__metadata__:
-                meta += [x, *x.metadata] if isinstance(x, FieldInfo) else [x]
-            annotation = annotation.__origin__
-        elif origin in (typing.Union, types.UnionType):
-            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-        else:
-            return annotation, meta
-
-
-def _value(name: str, field: FieldInfo) -> Any:
-    base, meta = _meta(field.metadata, field.annotation)
-    if typing.get_origin(base) is list:
-        item = typing.get_args(base)[0]
-        return [make(item) for _ in range(2)]
-    if typing.get_origin(base) is Literal:
-        return typing.get_args(base)[0]
-    if base is Decimal:
-        scale = next(x for x in meta if isinstance(x, DecimalType)).scale
-        return Decimal(1).scaleb(-scale) * 1234 + 1  # e.g. 13.34; always > 0
-    if base is AwareDatetime:
+def _value(field: FieldSpec) -> Any:
+    """A valid, non-null sample of a field, from the project's own description of it."""
+    if field.item_model is not None:
+        return [make(field.item_model) for _ in range(2)]
+    if field.choices:
+        return field.choices[0]
+    if field.kind == "decimal":
+        assert field.scale is not None
+        return Decimal(1).scaleb(-field.scale) * 1234 + 1  # e.g. 13.34; always > 0
+    if field.kind == "timestamp":
         return dt.datetime(2026, 3, 1, 10, 15, tzinfo=IST)
-    if base is dt.date:
+    if field.kind == "date":
         return dt.date(2026, 2, 28)
-    if base is bool:
+    if field.kind == "bool":
         return True
-    if base is int:
+    if field.kind == "int":
         return 1
-    if base is str:
-        pattern = next((x.pattern for x in meta if getattr(x, "pattern", None)), None)
-        if pattern in _PATTERN_SAMPLES:
-            return _PATTERN_SAMPLES[pattern] or str(next(_ids))
-        return f"{name} text"
-    raise TypeError(f"no sample for {name}: {field.annotation!r}")
+    if field.pattern in _PATTERN_SAMPLES:
+        return _PATTERN_SAMPLES[field.pattern] or str(next(_ids))
+    return f"{field.name} text"
 
 
 def make(model: type[BaseModel], **overrides: Any) -> Any:
     """A valid record of any model (every field non-null), validated like the API client."""
-    data = {name: _value(name, f) for name, f in model.model_fields.items()}
+    data = {f.name: _value(f) for f in field_specs(model)}
     return model.model_validate({**data, **overrides})
 
 
