@@ -18,7 +18,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from finance_assets import checks, columnar
-from finance_assets.client import FinanceApiError
+from finance_assets.api import FinanceApiError
 from finance_assets.duckdb_lock import WarehouseBusyError, locked_connection
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.resources import FinanceApiResource

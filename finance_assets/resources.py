@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import dagster as dg
 from pydantic import Field
 
-from finance_assets.client import FinanceApiClient, FinanceApiError, RetryPolicy
+from finance_assets.api import FinanceApiClient, FinanceApiError, RetryPolicy
 
 RATE_LIMIT_ENV_VAR = "FINANCE_API_RATE_LIMIT_PER_MINUTE"  # optional; not a secret
 API_ENV_VARS = (

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from finance_assets import columnar
-from finance_assets.client import ClientStats, FinanceApiClient, Page
+from finance_assets.api import ClientStats, FinanceApiClient, Page
 from finance_assets.endpoints import Endpoint
 from finance_assets.validation import validate_page
 from finance_assets.warehouse import (

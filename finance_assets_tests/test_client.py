@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from finance_assets.client import AuthError, FinanceApiClient, FinanceApiError, RetryPolicy
+from finance_assets.api import AuthError, FinanceApiClient, FinanceApiError, RetryPolicy
 from finance_assets.endpoints import BY_NAME, ENDPOINTS
 from finance_assets.sandbox import Sandbox
 

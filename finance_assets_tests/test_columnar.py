@@ -20,7 +20,7 @@ import duckdb
 import pytest
 
 from finance_assets import columnar
-from finance_assets.client import Page
+from finance_assets.api import Page
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.sandbox.data import Generator
 from finance_assets.sandbox.store import render

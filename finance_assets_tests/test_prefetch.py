@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from finance_assets.client import (
+from finance_assets.api import (
     GUESS_AHEAD_AFTER,
     ClientStats,
     FinanceApiClient,

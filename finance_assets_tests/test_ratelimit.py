@@ -12,9 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from finance_assets.client import FinanceApiClient
+from finance_assets.api import FinanceApiClient, RateLimiter
 from finance_assets.endpoints import ENDPOINTS
-from finance_assets.ratelimit import RateLimiter
 from finance_assets.sandbox import Sandbox
 
 

@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 from dagster._serdes import serialize_value
 
-from finance_assets import client as client_module
+from finance_assets.api import client as client_module
 from finance_assets.sandbox import Sandbox
 from finance_assets_tests.harness import SCALE, api_for, cli_env, cli_output, run, start_cli
 

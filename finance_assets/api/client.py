@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from finance_assets.ratelimit import RateLimiter
+from finance_assets.api.ratelimit import RateLimiter
 
 # httpx logs every request URL at INFO; keep that noise (and anything token-shaped) out of run logs.
 logging.getLogger("httpx").setLevel(logging.WARNING)
