@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -15,6 +17,16 @@ import pytest
 from finance_assets.api import FinanceApiClient, RateLimiter
 from finance_assets.endpoints import ENDPOINTS
 from finance_assets.sandbox import Sandbox
+
+
+@contextmanager
+def slot(limiter: RateLimiter) -> Iterator[None]:
+    """One request's turn: acquired, then released whatever happens (as the transport does)."""
+    limiter.acquire()
+    try:
+        yield
+    finally:
+        limiter.release()
 
 
 class FakeClock:
@@ -75,7 +87,7 @@ def test_configured_cap_holds_in_every_60s_window() -> None:
     limiter = RateLimiter(per_minute=10, clock=clock, sleep=clock.sleep)
     times = []
     for _ in range(55):
-        with limiter.slot():
+        with slot(limiter):
             times.append(clock())
         clock.now += 0.7  # the request itself takes a while
     assert most_in_any_window(times) == 10
@@ -89,7 +101,7 @@ def test_advertised_budget_is_spread_and_never_exceeded() -> None:
     limiter = RateLimiter(clock=clock, sleep=clock.sleep, max_in_flight=4)
     times = []
     for _ in range(100):
-        with limiter.slot():
+        with slot(limiter):
             times.append(clock())
             limiter.observe(server.request())
     assert server.refused == 0
@@ -123,7 +135,7 @@ def test_ample_budget_runs_at_full_speed() -> None:
     server = FixedWindowServer(clock, limit=1_000_000)
     limiter = RateLimiter(per_minute=None, clock=clock, sleep=clock.sleep)
     for _ in range(2_000):
-        with limiter.slot():
+        with slot(limiter):
             limiter.observe(server.request())
         clock.now += 0.001  # 1,000 requests/s
     assert sum(clock.waits) == 0
@@ -132,11 +144,11 @@ def test_ample_budget_runs_at_full_speed() -> None:
 def test_429_holds_everything_back_until_retry_after() -> None:
     clock = FakeClock()
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)
-    with limiter.slot():
-        limiter.on_429(30)
-    with limiter.slot():
+    with slot(limiter):
+        limiter.wait_after_429(30)
+    with slot(limiter):
         assert clock() == pytest.approx(30)
-    assert limiter.stats.backoffs_429 == 1
+    assert clock.waits == [30]  # one hold, sat out once
 
 
 def test_429_with_headers_waits_for_the_advertised_reset() -> None:
@@ -144,10 +156,10 @@ def test_429_with_headers_waits_for_the_advertised_reset() -> None:
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)
     headers = {"x-rate-limit-limit": "10", "x-rate-limit-remaining": "0",
                "x-rate-limit-reset": "12"}  # lower-case keys of a plain dict work too
-    with limiter.slot():
+    with slot(limiter):
         limiter.observe(headers)
-        limiter.on_429(None)
-    with limiter.slot():
+        limiter.wait_after_429(None)
+    with slot(limiter):
         assert clock() >= 12
 
 
@@ -156,7 +168,7 @@ def test_missing_or_garbled_headers_change_nothing() -> None:
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)
     for headers in ({}, {"X-Rate-Limit-Remaining": "x", "X-Rate-Limit-Reset": "5"}):
         for _ in range(50):
-            with limiter.slot():
+            with slot(limiter):
                 limiter.observe(headers)
     assert clock.waits == []
 
@@ -168,7 +180,7 @@ def test_in_flight_cap_with_threads() -> None:
 
     def work() -> None:
         nonlocal current, peak
-        with limiter.slot():
+        with slot(limiter):
             with lock:
                 current += 1
                 peak = max(peak, current)
@@ -193,7 +205,7 @@ def test_configured_cap_holds_across_threads() -> None:
 
     def work() -> None:
         for _ in range(10):
-            with limiter.slot():
+            with slot(limiter):
                 with lock:
                     times.append(clock())
 
@@ -284,7 +296,7 @@ def test_429_with_retry_after_holds_only_that_long_within_a_known_window() -> No
         {"X-Rate-Limit-Limit": "100", "X-Rate-Limit-Remaining": "50", "X-Rate-Limit-Reset": "60"}
     )
     started = clock()
-    limiter.on_429(2, sit_out=True)
+    limiter.wait_after_429(2)
     limiter.acquire()
     limiter.release()
     assert clock() - started == pytest.approx(2, abs=0.1)
@@ -297,7 +309,7 @@ def test_429_without_retry_after_waits_for_the_window_reset() -> None:
         {"X-Rate-Limit-Limit": "100", "X-Rate-Limit-Remaining": "50", "X-Rate-Limit-Reset": "30"}
     )
     started = clock()
-    limiter.on_429(None)
+    limiter.wait_after_429(None)
     limiter.acquire()
     limiter.release()
     assert clock() - started == pytest.approx(30, abs=0.5)

@@ -211,7 +211,7 @@ class RetryingTransport:
                 )
             count("retries")
             if limiter is not None and response is not None and response.status_code == 429:
-                limiter.on_429(wait, sit_out=True)  # this thread sleeps; the others are held
+                limiter.wait_after_429(wait)  # this thread sleeps; the others are held
             else:
                 self.sleep(wait)
 
@@ -378,7 +378,7 @@ class FinanceApiClient:
         ``prefetch_pages`` is how many pages of one endpoint may be requested ahead of
         the consumer (1: strictly one request after the other); pages beyond the one
         known to exist are guessed only while round trips take over ``guess_ahead_after``
-        seconds (and requests are cheap, see ``RateLimiter.roomy``).
+        seconds (and requests are cheap, see ``RateLimiter.budget_is_ample``).
         """
         check_transport(base_url, "FINANCE_API_BASE_URL")
         check_transport(token_url, "FINANCE_API_TOKEN_URL")
@@ -511,7 +511,7 @@ class FinanceApiClient:
     def _guessing_pays(self) -> bool:
         """A page that may not exist is worth asking for: round trips are slow and the
         limiter says requests are cheap."""
-        return self._round_trip > self.guess_ahead_after and self.limiter.roomy()
+        return self._round_trip > self.guess_ahead_after and self.limiter.budget_is_ample()
 
     def _prefetched(self, path: str, first: Page, fetch: Callable[[int], Page]) -> Iterator[Page]:
         """Yield ``first`` and the pages after it, keeping requests ahead of the consumer.
