@@ -63,10 +63,10 @@ def _key_range(page: Page, records: list) -> tuple[str, str] | None:
 
     On columns only the rows at the earliest and latest instant are keyed in Python.
     """
-    if page.fast is None:
+    if page.decoded is None:
         keys = [order_key(r.created_time, r.id) for r in records if r.created_time is not None]
         return (min(keys), max(keys)) if keys else None
-    table = page.fast.parent
+    table = page.decoded.parent
     times = table.column("created_time")
     ends = pc.min_max(times)
     if not ends["min"].is_valid:
@@ -120,15 +120,15 @@ def load_endpoint(
     pass_began: datetime | None = None
     with warehouse.writer(endpoint, loaded_at, full_refresh=full) as writer:
         pages = client.iter_pages(
-            endpoint.path, endpoint.data_selector, since, calls, fast=columnar.for_pass(endpoint)
+            endpoint.path, endpoint.data_selector, since, calls, decode=columnar.for_pass(endpoint)
         )
         for page in pages:
             loaded_pages += 1  # (requests also count pages guessed past the end)
             if pass_began is None:
                 pass_began = _server_clock(page, loaded_at)
             valid: list = []
-            if page.fast is not None:  # already validated columns
-                writer.add_columns(page.fast.parent, page.fast.children)
+            if page.decoded is not None:  # already validated columns
+                writer.add_columns(page.decoded.parent, page.decoded.children)
             else:
                 valid, bad = validate_page(endpoint.model, page.records or [], False)
                 try:
@@ -139,8 +139,7 @@ def load_endpoint(
                 writer.reject(bad)
             fetched += page.size
             if full:
-                is_last = not page.has_more or page.size < client.per_page
-                seen = _seen_range(page, valid, is_last)
+                seen = _seen_range(page, valid, page.is_last)
                 if seen:
                     writer.seen_range(*seen)
         cursor_new = (pass_began or loaded_at) - margin

@@ -284,7 +284,7 @@ def test_no_guessed_pages_when_requests_are_not_cheap(make_sandbox, limits) -> N
 
     with client_for(sb, per_page=10, prefetch_pages=4, **limits["client"]) as client:
         pages = []
-        for page in client.iter_pages(INVOICES.path, INVOICES.data_selector, fast=decode):
+        for page in client.iter_pages(INVOICES.path, INVOICES.data_selector, decode=decode):
             time.sleep(0.03)  # loading the page: the next one is fetched meanwhile
             pages.append(page)
     assert [r for p in pages for r in p.records] == sb.records("invoices")
@@ -417,7 +417,7 @@ def test_an_error_in_the_consumer_loop_leaves_no_thread_and_no_request(scripted)
         assert len(api.asked) <= 3 + 3
 
 
-# ---------- the shared limiter and the fast decoder still apply ----------
+# ---------- the shared limiter and the page decoder still apply ----------
 
 
 def test_the_limiter_bounds_requests_in_flight_across_endpoints(scripted) -> None:
@@ -449,19 +449,19 @@ class Sized:
     thread: str
 
 
-def test_fast_decoder_runs_in_the_fetching_threads(make_sandbox) -> None:
+def test_page_decoder_runs_in_the_fetching_threads(make_sandbox) -> None:
     sb = make_sandbox(scale=0.05)
 
-    def fast(body: bytes) -> Sized:
+    def decode(body: bytes) -> Sized:
         decoded = json.loads(body)
         more = decoded["page_context"]["has_more_page"]
         return Sized(len(decoded["invoices"]), more, threading.current_thread().name)
 
     with client_for(sb, per_page=10, prefetch_pages=4) as client:
-        pages = list(client.iter_pages(INVOICES.path, "invoices", fast=fast))
+        pages = list(client.iter_pages(INVOICES.path, "invoices", decode=decode))
     assert [p.size for p in pages] == [10] * 20
-    assert all(p.records is None and p.fast is not None for p in pages)
-    threads = {p.fast.thread for p in pages[1:]}  # type: ignore[union-attr]
+    assert all(p.records is None and p.decoded is not None for p in pages)
+    threads = {p.decoded.thread for p in pages[1:]}  # type: ignore[union-attr]
     assert threads and all(name.startswith("finance-prefetch") for name in threads)
 
 

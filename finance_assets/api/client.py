@@ -71,8 +71,8 @@ class ClientStats:
             return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
 
 
-class FastPage(Protocol):
-    """What a fast decoder makes of a body it vouches for (opaque to the client)."""
+class DecodedPage(Protocol):
+    """What a page decoder makes of a body it vouches for (opaque to the client)."""
 
     @property
     def size(self) -> int: ...  # records under the data selector
@@ -82,27 +82,33 @@ class FastPage(Protocol):
 
 # A decoder given the raw 200 body; None when it cannot vouch for it (the client then
 # decodes the body itself, with exact decimals, and explains any problem).
-FastDecoder = Callable[[bytes], "FastPage | None"]
+PageDecoder = Callable[[bytes], "DecodedPage | None"]
 
 
 @dataclass(frozen=True)
 class Page:
     """One page under the data selector, with the server's clock.
 
-    ``records`` are the decoded records, or None when a fast decoder took the body
-    (its product is ``fast``).
+    ``records`` are the decoded records, or None when the read's decoder took the
+    body (its product is ``decoded``). ``per_page`` is the page size asked for.
     """
 
     number: int
     records: list[dict[str, Any]] | None
     has_more: bool
     server_date: str | None  # the response's Date header (server clock)
-    fast: FastPage | None = None
+    decoded: DecodedPage | None = None
+    per_page: int = field(kw_only=True)
 
     @property
     def size(self) -> int:
         """Records on the page."""
-        return self.fast.size if self.fast is not None else len(self.records or ())
+        return self.decoded.size if self.decoded is not None else len(self.records or ())
+
+    @property
+    def is_last(self) -> bool:
+        """The client's stop rule: the page says no more, or is short (empty included)."""
+        return not self.has_more or self.size < self.per_page
 
 
 def check_transport(url: str, setting: str) -> None:
@@ -423,12 +429,12 @@ class FinanceApiClient:
         page: int,
         modified_since: str | None = None,
         stats: ClientStats | None = None,
-        fast: FastDecoder | None = None,
+        decode: PageDecoder | None = None,
     ) -> Page:
         """GET one page and return its records, decoded with exact decimals.
 
         ``stats``, when given, counts this call too (per-endpoint figures while
-        several endpoints share the client). ``fast``, when given, is tried first on
+        several endpoints share the client). ``decode``, when given, is tried first on
         a 200 body (in this thread, so decoding overlaps other requests).
         """
         params: dict[str, Any] = {"page": page, "per_page": self.per_page}
@@ -446,12 +452,12 @@ class FinanceApiClient:
         self._round_trip = response.elapsed.total_seconds()
         sinks = (self.stats,) if stats is None else (self.stats, stats)
         date = response.headers.get("Date")
-        if fast is not None and response.status_code == 200:
-            decoded = fast(response.content)
+        if decode is not None and response.status_code == 200:
+            decoded = decode(response.content)
             if decoded is not None:
                 for sink in sinks:
                     sink.add(pages=1)
-                return Page(page, None, decoded.has_more, date, decoded)
+                return Page(page, None, decoded.has_more, date, decoded, per_page=self.per_page)
         body = _decode(response, what)
         records = body.get(selector)
         if not isinstance(records, list):
@@ -463,7 +469,7 @@ class FinanceApiClient:
         has_more = bool(context.get("has_more_page")) if isinstance(context, dict) else False
         for sink in sinks:
             sink.add(pages=1)
-        return Page(page, records, has_more, date)
+        return Page(page, records, has_more, date, per_page=self.per_page)
 
     def iter_pages(
         self,
@@ -471,9 +477,9 @@ class FinanceApiClient:
         selector: str,
         modified_since: str | None = None,
         stats: ClientStats | None = None,
-        fast: FastDecoder | None = None,
+        decode: PageDecoder | None = None,
     ) -> Iterator[Page]:
-        """Walk ``page=1, 2, ...`` until ``has_more_page`` is false or a page is short/empty.
+        """Walk ``page=1, 2, ...`` until a page is the last (see ``Page.is_last``).
 
         The API gives no page count, so a round trip per page would make a large
         resource cost its latency once per page. Once page 1 is full and says there
@@ -484,20 +490,16 @@ class FinanceApiClient:
         """
 
         def fetch(number: int) -> Page:
-            return self.get_page(path, selector, number, modified_since, stats, fast)
+            return self.get_page(path, selector, number, modified_since, stats, decode)
 
         page = fetch(self._next_number(path, 0))  # here: a one-page resource costs one request
-        if self._is_last(page) or self.prefetch_pages <= 1:
+        if page.is_last or self.prefetch_pages <= 1:
             yield page
-            while not self._is_last(page):
+            while not page.is_last:
                 page = fetch(self._next_number(path, page.number))
                 yield page
             return
         yield from self._prefetched(path, page, fetch)
-
-    def _is_last(self, page: Page) -> bool:
-        """Today's stop rule: the page says no more, or is short (empty included)."""
-        return not page.has_more or page.size < self.per_page
 
     def _next_number(self, path: str, number: int) -> int:
         """The page after ``number``, unless that would pass the ``max_pages`` guard."""
@@ -539,7 +541,7 @@ class FinanceApiClient:
         try:
             page = first
             while True:
-                if self._is_last(page):
+                if page.is_last:
                     yield page
                     return
                 top_up(held=1, known=page.number + 1)  # ``page`` counts until taken
