@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from finance_assets import columnar
-from finance_assets.api import ClientStats, FinanceApiClient, Page
+from finance_assets.api import FinanceApiClient, Page
 from finance_assets.endpoints import Endpoint
 from finance_assets.validation import validate_page
 from finance_assets.warehouse import (
@@ -110,7 +110,6 @@ def load_endpoint(
     pass reads it; the newest timestamp seen could step past it for good.
     """
     started = time.perf_counter()
-    calls = ClientStats()  # this endpoint's requests, while others share the client
     loaded_at = datetime.now(timezone.utc)
     state = warehouse.sync_state(endpoint)
     cursor_used = None if full_refresh or state is None else state.cursor
@@ -120,7 +119,7 @@ def load_endpoint(
     pass_began: datetime | None = None
     with warehouse.writer(endpoint, loaded_at, full_refresh=full) as writer:
         pages = client.iter_pages(
-            endpoint.path, endpoint.data_selector, since, calls, decode=columnar.for_pass(endpoint)
+            endpoint.path, endpoint.data_selector, since, decode=columnar.for_pass(endpoint)
         )
         for page in pages:
             loaded_pages += 1  # (requests also count pages guessed past the end)
@@ -144,7 +143,7 @@ def load_endpoint(
                     writer.seen_range(*seen)
         cursor_new = (pass_began or loaded_at) - margin
         writer.set_cursor(cursor_new)
-    counts = calls.snapshot()
+    counts = pages.counts  # this endpoint's requests, while others share the client
     return LoadReport(
         mode="full" if full else "incremental",
         cursor_used=cursor_used,
@@ -152,8 +151,8 @@ def load_endpoint(
         records_fetched=fetched,
         stats=writer.stats,
         pages=loaded_pages,
-        requests=counts["requests"],
-        retries=counts["retries"],
-        rate_limited=counts["rate_limited"],
+        requests=counts.requests,
+        retries=counts.retries,
+        rate_limited=counts.rate_limited,
         seconds=time.perf_counter() - started,
     )
