@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -140,6 +141,39 @@ def test_invalid_client_names_the_client_settings(make_sandbox) -> None:
         read_all(client, "users")
     assert "FINANCE_API_CLIENT_SECRET" in str(info.value)
     assert "nope" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("revoke", "expected"),
+    [
+        ({"refresh_token": "1000.rotated-by-the-provider"}, "invalid_grant"),
+        ({"client_secret": "rotated-by-the-provider"}, "invalid_client"),
+    ],
+    ids=["refresh-token-revoked", "client-secret-rotated"],
+)
+def test_a_refusal_is_final_for_every_thread(make_sandbox, revoke, expected: str) -> None:
+    """Mid-run, the access token and then the credentials are revoked: the concurrent
+    endpoint reads ask the token endpoint once, and every one fails with its answer."""
+    sb = make_sandbox(scale=0.02)
+    with client_for(sb, max_in_flight=16) as client:
+        client.authenticate()
+        sb.revoke_tokens()
+        sb.configure(**revoke)
+        sb.reset_stats()
+
+        def fails(name: str) -> str:
+            with pytest.raises(AuthError) as info:
+                read_all(client, name)
+            return str(info.value)
+
+        with ThreadPoolExecutor(8) as pool:
+            messages = list(pool.map(fails, BY_NAME))
+        with pytest.raises(AuthError) as later:
+            client.authenticate()
+    assert token_requests(sb) == 1
+    assert len(set(messages)) == 1 and messages[0] == str(later.value)
+    assert expected in messages[0] and "\n" not in messages[0]
+    assert sb.stats()["api_requests"] <= 8  # at most the requests already sent meanwhile
 
 
 def test_token_requests_are_not_rate_limited(make_sandbox) -> None:

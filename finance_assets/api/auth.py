@@ -11,7 +11,9 @@ import httpx
 from finance_assets.api.errors import AuthError
 from finance_assets.api.transport import DESCRIPTION_EXTENSION
 
-# What the token endpoint's OAuth errors mean for the settings, one sentence each.
+# Token endpoint answers that hold for these credentials however often they are sent.
+# After one the auth never asks again: providers cap token requests, and some lock a
+# client out after repeated refusals.
 REFUSALS = {
     "invalid_grant": (
         "the token endpoint refused the refresh token (invalid_grant): it is wrong, "
@@ -35,6 +37,8 @@ class RefreshTokenAuth(httpx.Auth):
     shortly before it expires; on a 401 it is refreshed and the request sent again.
     The refresh token is never rotated by this API. Token requests go through
     ``http``, a client of their own: the API's rate limit does not count them.
+    A refusal of the refresh token or of the client is final: every later request
+    raises the same AuthError at once, without asking the token endpoint again.
     """
 
     # A 401 on a token another thread just minted may only mean the others used it up
@@ -65,6 +69,7 @@ class RefreshTokenAuth(httpx.Auth):
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
+        self._refusal: str | None = None  # the token endpoint's final word, once said
 
     def authenticate(self) -> None:
         """Have an access token cached (a new one when absent or near expiry), or raise
@@ -94,6 +99,8 @@ class RefreshTokenAuth(httpx.Auth):
         """The token, and whether this call minted it; a new one when absent, near
         expiry or known ``stale``."""
         with self._lock:
+            if self._refusal is not None:
+                raise AuthError(self._refusal)
             now = self._clock()
             if self._token is None or now >= self._expires_at or self._token == stale:
                 self._token, lifetime = self._mint()
@@ -109,6 +116,7 @@ class RefreshTokenAuth(httpx.Auth):
         if response.status_code != 200:
             refusal = REFUSALS.get(_oauth_error(response) or "")
             if refusal is not None:
+                self._refusal = refusal
                 raise AuthError(refusal)
             raise AuthError(
                 f"the token endpoint answered HTTP {response.status_code}; check "
