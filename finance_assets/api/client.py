@@ -9,7 +9,6 @@ the ``httpx.Client`` underneath.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
@@ -31,10 +30,6 @@ from finance_assets.api.transport import (
     RetryPolicy,
     RetryTransport,
 )
-
-# httpx logs every request URL at INFO; keep that noise (and anything token-shaped) out of run logs.
-logging.getLogger("httpx").setLevel(logging.WARNING)
-logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
