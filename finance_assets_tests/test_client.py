@@ -386,6 +386,25 @@ def test_token_response_without_access_token_is_an_error(broken) -> None:
         list(client.iter_pages("/v1/users", "users"))
 
 
+@pytest.mark.parametrize("bypass", [False, True], ids=["proxied", "no_proxy"])
+def test_the_proxy_the_environment_names_is_used(broken, monkeypatch, bypass: bool) -> None:
+    """As with httpx's default transport: HTTP_PROXY carries the requests, unless NO_PROXY
+    names the host. Nothing listens on the other address, so only the right one answers."""
+    url, behaviour = broken
+    behaviour["page"] = lambda p: envelope([{"id": "1"}], p, False)
+    nowhere = "http://127.0.0.1:9"
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", nowhere if bypass else url)
+    if bypass:
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    api = url if bypass else nowhere  # a proxy is sent the full URL: the API's host is moot
+    with broken_client(api, retry=RetryPolicy(max_attempts=1)) as client:
+        pages = list(client.iter_pages("/v1/users", "users"))
+    assert [p.records for p in pages] == [[{"id": "1"}]]
+
+
 @pytest.mark.parametrize(
     ("body", "match"),
     [

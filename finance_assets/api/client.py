@@ -29,6 +29,7 @@ from finance_assets.api.transport import (
     RequestCounts,
     RetryPolicy,
     RetryTransport,
+    network_transport,
 )
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -143,7 +144,8 @@ class FinanceApiClient:
         known to exist are requested only while round trips take over
         ``guess_ahead_after`` seconds and the advertised limit is ample.
         ``http_transport`` does the network I/O of API and token requests, under the
-        retries (default: an ``httpx.HTTPTransport`` per host); the client closes it.
+        retries (default: an ``httpx.HTTPTransport`` per host, through any proxy the
+        environment names); the client closes it.
         """
         _require_https(base_url, "FINANCE_API_BASE_URL")
         _require_https(token_url, "FINANCE_API_TOKEN_URL")
@@ -164,8 +166,8 @@ class FinanceApiClient:
         timeouts = httpx.Timeout(timeout, connect=connect_timeout)
         # Token requests have a client of their own, without the limiter: the API's
         # rate limit does not count them.
-        token_transport = http_transport or httpx.HTTPTransport(
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=1)
+        token_transport = http_transport or network_transport(
+            token_url, httpx.Limits(max_connections=2, max_keepalive_connections=1)
         )
         self._token_http = httpx.Client(
             transport=RetryTransport(token_transport, policy, sleep=sleep, clock=clock),
@@ -175,8 +177,8 @@ class FinanceApiClient:
         self._auth = RefreshTokenAuth(
             token_url, client_id, client_secret, refresh_token, self._token_http, clock=clock
         )
-        api_transport = http_transport or httpx.HTTPTransport(
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        api_transport = http_transport or network_transport(
+            base_url, httpx.Limits(max_connections=32, max_keepalive_connections=32)
         )
         self._http = httpx.Client(
             auth=self._auth,

@@ -11,9 +11,11 @@ from __future__ import annotations
 import random
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -179,3 +181,19 @@ def _retry_after(response: httpx.Response) -> float | None:
     except ValueError:
         return None
 
+
+def network_transport(url: str, limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's own transport for requests to ``url``'s host.
+
+    Through the proxy the environment names for it (``HTTPS_PROXY``, ``ALL_PROXY``,
+    ``NO_PROXY``, ...): an ``httpx.Client`` given a transport of its own no longer
+    reads those, so the transport must be told.
+    """
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and urllib.request.proxy_bypass_environment(parts.netloc, proxies):
+        proxy = None
+    if proxy and "://" not in proxy:
+        proxy = "http://" + proxy
+    return httpx.HTTPTransport(limits=limits, proxy=proxy or None)
