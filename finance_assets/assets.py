@@ -19,7 +19,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from finance_assets import checks
-from finance_assets.client import AuthError, FinanceApiError
+from finance_assets.api import AuthError, FinanceApiError
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.records import columnar
 from finance_assets.resources import FinanceApiResource

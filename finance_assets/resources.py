@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import dagster as dg
 from pydantic import Field
 
-from finance_assets.client import FinanceApiClient, FinanceApiError, RetryPolicy
+from finance_assets.api import FinanceApiClient, FinanceApiError, RetryPolicy
 
 CONNECTION_FIELDS = ("base_url", "token_url", "client_id", "client_secret", "refresh_token")
 

@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from finance_assets.client import ClientStats, FinanceApiClient, Page
+from finance_assets.api import FinanceApiClient, Page
 from finance_assets.endpoints import Endpoint
 from finance_assets.records import columnar
 from finance_assets.records.page_columns import PageColumns, ValueDoesNotFit, columns_from_records
@@ -109,7 +109,6 @@ def load_endpoint(
     pass reads it; the newest timestamp seen could step past it for good.
     """
     started = time.perf_counter()
-    calls = ClientStats()  # this endpoint's requests, while others share the client
     loaded_at = datetime.now(timezone.utc)
     cursor_used = None if full_refresh else warehouse.sync_cursor(endpoint)
     full = cursor_used is None
@@ -118,15 +117,15 @@ def load_endpoint(
     pass_began: datetime | None = None
     with warehouse.writer(endpoint, loaded_at, full_refresh=full) as writer:
         pages = client.iter_pages(
-            endpoint.path, endpoint.data_selector, since, calls,
-            fast=columnar.reader_for_pass(endpoint),
+            endpoint.path, endpoint.data_selector, since,
+            decode=columnar.reader_for_pass(endpoint),
         )
         for page in pages:
             loaded_pages += 1  # (requests also count pages guessed past the end)
             if pass_began is None:
                 pass_began = _server_clock(page, loaded_at)
-            if page.fast is not None:  # already validated columns
-                loaded = page.fast.columns
+            if page.decoded is not None:  # already validated columns
+                loaded = page.decoded.columns
             else:
                 valid, bad = validate_page(endpoint.model, page.records or [], decimal_digits=False)
                 try:
@@ -138,13 +137,12 @@ def load_endpoint(
             writer.add(loaded)
             fetched += page.size
             if full:
-                is_last = not page.has_more or page.size < client.per_page
-                seen = _seen_range(page, loaded, is_last)
+                seen = _seen_range(page, loaded, page.is_last)
                 if seen:
                     writer.seen_range(*seen)
         cursor_new = (pass_began or loaded_at) - margin
         writer.set_cursor(cursor_new)
-    counts = calls.snapshot()
+    counts = pages.counts  # this endpoint's requests, while others share the client
     return LoadReport(
         mode=FULL_REFRESH if full else INCREMENTAL,
         cursor_used=cursor_used,
@@ -152,8 +150,8 @@ def load_endpoint(
         records_fetched=fetched,
         stats=writer.stats,
         pages=loaded_pages,
-        requests=counts["requests"],
-        retries=counts["retries"],
-        rate_limited=counts["rate_limited"],
+        requests=counts.requests,
+        retries=counts.retries,
+        rate_limited=counts.rate_limited,
         seconds=time.perf_counter() - started,
     )

@@ -9,12 +9,20 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
 
-from finance_assets.client import AuthError, FinanceApiClient, FinanceApiError, RetryPolicy
+from finance_assets.api import (
+    AuthError,
+    FinanceApiClient,
+    FinanceApiError,
+    RequestCounts,
+    RetryPolicy,
+)
 from finance_assets.endpoints import BY_NAME, ENDPOINTS
 from finance_assets.sandbox import Sandbox
 
@@ -29,9 +37,20 @@ def client_for(sb: Sandbox, **kwargs) -> FinanceApiClient:
     return FinanceApiClient(sb.base_url, sb.token_url, **creds, **kwargs)
 
 
-def read_all(client: FinanceApiClient, name: str) -> list[dict]:
+def read(client: FinanceApiClient, name: str) -> tuple[list[dict], RequestCounts]:
+    """Every record of one endpoint read, and what the read cost."""
     endpoint = BY_NAME[name]
-    return [r for p in client.iter_pages(endpoint.path, endpoint.data_selector) for r in p.records]
+    pages = client.iter_pages(endpoint.path, endpoint.data_selector)
+    return [r for p in pages for r in p.records], pages.counts
+
+
+def read_all(client: FinanceApiClient, name: str) -> list[dict]:
+    return read(client, name)[0]
+
+
+def token_requests(sb: Sandbox) -> int:
+    """Requests the sandbox's token endpoint received, whatever it answered."""
+    return sum(sb.stats()["requests"].get(urlsplit(sb.token_url).path, {}).values())
 
 
 class FakeSleep:
@@ -48,12 +67,15 @@ class FakeSleep:
 
 def test_one_token_for_all_endpoints_and_exact_records(make_sandbox) -> None:
     sb = make_sandbox(scale=0.05)
+    pages = requests = 0
     with client_for(sb, per_page=50) as client:
         for endpoint in ENDPOINTS:
-            assert read_all(client, endpoint.name) == sb.records(endpoint.name)
+            records, counts = read(client, endpoint.name)
+            assert records == sb.records(endpoint.name)
+            pages, requests = pages + counts.pages, requests + counts.requests
     assert sb.stats()["tokens_issued"] == 1
-    assert client.stats.token_requests == 1
-    assert client.stats.pages == sb.stats()["api_requests"]
+    assert token_requests(sb) == 1
+    assert pages == requests == sb.stats()["api_requests"]  # token requests are not counted
 
 
 def test_decimals_are_exact_and_ids_strings(make_sandbox) -> None:
@@ -91,11 +113,15 @@ def test_token_is_cached_until_shortly_before_expiry(make_sandbox) -> None:
     now = [1000.0]
     sb = make_sandbox(scale=0.02)
     with client_for(sb, clock=lambda: now[0]) as client:
-        first = client.auth.token()
-        assert client.auth.token() == first
+        client.authenticate()
+        client.authenticate()
+        assert sb.stats()["tokens_issued"] == 1
         now[0] += 3600 - 30  # inside the expiry margin
-        assert client.auth.token() != first
+        client.authenticate()
+        assert sb.stats()["tokens_issued"] == 2
+        read_all(client, "users")  # with the new token
     assert sb.stats()["tokens_issued"] == 2
+    assert sb.stats()["requests"]["/v1/users"] == {"200": 1}
 
 
 def test_invalid_grant_names_the_refresh_token_without_its_value(make_sandbox) -> None:
@@ -117,14 +143,67 @@ def test_invalid_client_names_the_client_settings(make_sandbox) -> None:
     assert "nope" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("revoke", "expected"),
+    [
+        ({"refresh_token": "1000.rotated-by-the-provider"}, "invalid_grant"),
+        ({"client_secret": "rotated-by-the-provider"}, "invalid_client"),
+    ],
+    ids=["refresh-token-revoked", "client-secret-rotated"],
+)
+def test_a_refusal_is_final_for_every_thread(make_sandbox, revoke, expected: str) -> None:
+    """Mid-run, the access token and then the credentials are revoked: the concurrent
+    endpoint reads ask the token endpoint once, and every one fails with its answer."""
+    sb = make_sandbox(scale=0.02)
+    with client_for(sb, max_in_flight=16) as client:
+        client.authenticate()
+        sb.revoke_tokens()
+        sb.configure(**revoke)
+        sb.reset_stats()
+
+        def fails(name: str) -> str:
+            with pytest.raises(AuthError) as info:
+                read_all(client, name)
+            return str(info.value)
+
+        with ThreadPoolExecutor(8) as pool:
+            messages = list(pool.map(fails, BY_NAME))
+        with pytest.raises(AuthError) as later:
+            client.authenticate()
+    assert token_requests(sb) == 1
+    assert len(set(messages)) == 1 and messages[0] == str(later.value)
+    assert expected in messages[0] and "\n" not in messages[0]
+    assert sb.stats()["api_requests"] <= 8  # at most the requests already sent meanwhile
+
+
+def test_token_requests_are_not_rate_limited(make_sandbox) -> None:
+    """The contract does not count token requests: under a cap of two requests a minute,
+    a page refused with 401 and sent again costs no wait, for all its two token requests."""
+    sb = make_sandbox(scale=0.02)
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    with client_for(sb, sleep=sleep, clock=lambda: now[0], rate_limit_per_minute=2) as client:
+        client.authenticate()
+        sb.revoke_tokens()
+        assert read_all(client, "users") == sb.records("users")
+    assert sb.stats()["tokens_issued"] == 2
+    assert sb.stats()["requests"]["/v1/users"] == {"401": 1, "200": 1}
+    assert waits == []
+
+
 def test_429_waits_retry_after_then_succeeds(make_sandbox) -> None:
     sb = make_sandbox(scale=0.05, rate_limit=2)
     sleep = FakeSleep(on_wait=lambda: sb.configure(rate_limit=None))
     # pacing by the advertised budget would avoid the 429; this test is about meeting one
     with client_for(sb, per_page=20, sleep=sleep, pace_by_headers=False) as client:
-        records = read_all(client, "contacts")
+        records, counts = read(client, "contacts")
     assert records == sb.records("contacts")
-    assert client.stats.rate_limited == 1
+    assert counts.rate_limited == 1
     assert len(sleep.waits) == 1 and 0 < sleep.waits[0] <= 60
     assert sleep.waits[0] == int(sleep.waits[0])  # Retry-After is whole seconds, honoured as given
 
@@ -134,10 +213,10 @@ def test_transient_faults_are_retried_with_backoff(make_sandbox, kind: str) -> N
     sb = make_sandbox(scale=0.05, fault_rate=0.5, fault_kinds=(kind,), seed=7)
     sleep = FakeSleep()
     with client_for(sb, per_page=20, sleep=sleep) as client:
-        records = read_all(client, "contacts")
+        records, counts = read(client, "contacts")
     assert records == sb.records("contacts")
-    assert client.stats.retries == len(sleep.waits) > 0
-    assert sb.stats()["faults_injected"] == client.stats.retries
+    assert counts.retries == len(sleep.waits) > 0
+    assert sb.stats()["faults_injected"] == counts.retries
 
 
 def test_backoff_grows_exponentially_with_jitter(make_sandbox) -> None:
@@ -195,12 +274,15 @@ def test_unreachable_host_fails_with_one_clear_sentence() -> None:
 def test_400_and_404_are_not_retried(make_sandbox) -> None:
     sb = make_sandbox(scale=0.02)
     with client_for(sb) as client:
+        missing = client.iter_pages("/v1/nothing", "nothing")
         with pytest.raises(FinanceApiError, match="404"):
-            list(client.iter_pages("/v1/nothing", "nothing"))
+            list(missing)
+        refused = client.iter_pages("/v1/users", "users", modified_since="not-a-date")
         with pytest.raises(FinanceApiError, match="code 2"):
-            list(client.iter_pages("/v1/users", "users", modified_since="not-a-date"))
+            list(refused)
     assert sb.stats()["api_requests"] == 2
-    assert client.stats.retries == 0
+    assert missing.counts.retries == refused.counts.retries == 0
+    assert missing.counts.requests == refused.counts.requests == 1
 
 
 def test_missing_data_selector_is_a_clear_error(make_sandbox) -> None:
@@ -302,6 +384,25 @@ def test_token_response_without_access_token_is_an_error(broken) -> None:
     behaviour["page"] = lambda p: envelope([], p, False)
     with broken_client(url) as client, pytest.raises(AuthError, match="without an access_token"):
         list(client.iter_pages("/v1/users", "users"))
+
+
+@pytest.mark.parametrize("bypass", [False, True], ids=["proxied", "no_proxy"])
+def test_the_proxy_the_environment_names_is_used(broken, monkeypatch, bypass: bool) -> None:
+    """As with httpx's default transport: HTTP_PROXY carries the requests, unless NO_PROXY
+    names the host. Nothing listens on the other address, so only the right one answers."""
+    url, behaviour = broken
+    behaviour["page"] = lambda p: envelope([{"id": "1"}], p, False)
+    nowhere = "http://127.0.0.1:9"
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", nowhere if bypass else url)
+    if bypass:
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    api = url if bypass else nowhere  # a proxy is sent the full URL: the API's host is moot
+    with broken_client(api, retry=RetryPolicy(max_attempts=1)) as client:
+        pages = list(client.iter_pages("/v1/users", "users"))
+    assert [p.records for p in pages] == [[{"id": "1"}]]
 
 
 @pytest.mark.parametrize(

@@ -18,15 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
-from finance_assets.client import (
-    GUESS_AHEAD_AFTER,
-    ClientStats,
-    FinanceApiClient,
-    FinanceApiError,
-    Page,
-)
+from finance_assets.api import GUESS_AHEAD_AFTER, FinanceApiClient, FinanceApiError, Page
 from finance_assets.endpoints import BY_NAME, ENDPOINTS
 from finance_assets.resources import FinanceApiResource
 from finance_assets.sandbox import Sandbox
@@ -67,20 +62,27 @@ class Gauge:
             self.now -= 1
 
 
-def gauge_pages(client: FinanceApiClient) -> Gauge:
-    """Wrap the client's ``get_page`` (what ``iter_pages`` calls) in a gauge."""
-    gauge = Gauge()
-    get_page = client.get_page
+class GaugedTransport(httpx.BaseTransport):
+    """The client's network transport, with a gauge of page requests (GETs) in progress,
+    each from its start until its body has arrived."""
 
-    def counted(*args: Any, **kwargs: Any) -> Page:
-        gauge.enter()
+    def __init__(self) -> None:
+        self.gauge = Gauge()
+        self._network = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "GET":  # token requests
+            return self._network.handle_request(request)
+        self.gauge.enter()
         try:
-            return get_page(*args, **kwargs)
+            response = self._network.handle_request(request)
+            response.read()
+            return response
         finally:
-            gauge.leave()
+            self.gauge.leave()
 
-    client.get_page = counted  # type: ignore[method-assign]
-    return gauge
+    def close(self) -> None:
+        self._network.close()
 
 
 # ---------- a scripted API: each page answers as the test says ----------
@@ -194,10 +196,12 @@ def test_prefetch_overlaps_requests_and_yields_the_same_pages_in_order(make_sand
     sb = make_sandbox(scale=0.05, latency=0.05)
     results: dict[int, tuple[list[Page], Gauge]] = {}
     for prefetch in (1, 4):
-        with client_for(sb, per_page=10, prefetch_pages=prefetch) as client:
-            gauge = gauge_pages(client)
+        transport = GaugedTransport()
+        with client_for(
+            sb, per_page=10, prefetch_pages=prefetch, http_transport=transport
+        ) as client:
             pages = list(client.iter_pages(INVOICES.path, INVOICES.data_selector))
-            results[prefetch] = (pages, gauge)
+            results[prefetch] = (pages, transport.gauge)
     (one, one_gauge), (four, four_gauge) = results[1], results[4]
     assert [p.number for p in four] == list(range(1, 21)) == [p.number for p in one]
     assert [r for p in four for r in p.records] == [r for p in one for r in p.records]
@@ -240,9 +244,10 @@ def test_a_last_page_1_costs_exactly_one_request(
 ) -> None:
     sb = make_sandbox(scale=0.05)
     endpoint = BY_NAME[name]
-    calls = ClientStats()
     with client_for(sb, per_page=per_page, prefetch_pages=4) as client:
-        pages = list(client.iter_pages(endpoint.path, endpoint.data_selector, since, calls))
+        read = client.iter_pages(endpoint.path, endpoint.data_selector, since)
+        pages = list(read)
+    calls = read.counts
     assert len(pages) == 1
     assert sb.stats()["api_requests"] == 1
     assert calls.requests == calls.pages == 1
@@ -284,7 +289,7 @@ def test_no_guessed_pages_when_requests_are_not_cheap(make_sandbox, limits) -> N
 
     with client_for(sb, per_page=10, prefetch_pages=4, **limits["client"]) as client:
         pages = []
-        for page in client.iter_pages(INVOICES.path, INVOICES.data_selector, fast=decode):
+        for page in client.iter_pages(INVOICES.path, INVOICES.data_selector, decode=decode):
             time.sleep(0.03)  # loading the page: the next one is fetched meanwhile
             pages.append(page)
     assert [r for p in pages for r in p.records] == sb.records("invoices")
@@ -303,8 +308,9 @@ def test_pages_are_guessed_ahead_only_where_round_trips_are_slow(
     exist is asked ahead (more threads would only trade the GIL); where they are slower
     (60 ms against the shipped ``GUESS_AHEAD_AFTER``), pages past it are guessed too."""
     sb = make_sandbox(scale=0.05, latency=latency)
-    with client_for(sb, per_page=10, guess_ahead_after=after) as client:
-        gauge = gauge_pages(client)
+    transport = GaugedTransport()
+    with client_for(sb, per_page=10, guess_ahead_after=after, http_transport=transport) as client:
+        gauge = transport.gauge
         ahead = []
         for taken, _page in enumerate(client.iter_pages(INVOICES.path, "invoices"), start=1):
             time.sleep(0.02)  # the fetches run ahead while the consumer works
@@ -319,8 +325,9 @@ def test_pages_are_guessed_ahead_only_where_round_trips_are_slow(
 def test_pages_ahead_of_a_slow_consumer_stay_within_prefetch(make_sandbox) -> None:
     """Memory bound: requested-or-held and not yet yielded is never above ``prefetch_pages``."""
     sb = make_sandbox(scale=0.05)
-    with client_for(sb, per_page=10, prefetch_pages=3) as client:
-        gauge = gauge_pages(client)
+    transport = GaugedTransport()
+    with client_for(sb, per_page=10, prefetch_pages=3, http_transport=transport) as client:
+        gauge = transport.gauge
         ahead = []
         for taken, _page in enumerate(client.iter_pages(INVOICES.path, "invoices"), start=1):
             time.sleep(0.02)  # the fetches run ahead while the consumer works
@@ -417,7 +424,7 @@ def test_an_error_in_the_consumer_loop_leaves_no_thread_and_no_request(scripted)
         assert len(api.asked) <= 3 + 3
 
 
-# ---------- the shared limiter and the fast decoder still apply ----------
+# ---------- the shared limiter and the page decoder still apply ----------
 
 
 def test_the_limiter_bounds_requests_in_flight_across_endpoints(scripted) -> None:
@@ -449,19 +456,19 @@ class Sized:
     thread: str
 
 
-def test_fast_decoder_runs_in_the_fetching_threads(make_sandbox) -> None:
+def test_page_decoder_runs_in_the_fetching_threads(make_sandbox) -> None:
     sb = make_sandbox(scale=0.05)
 
-    def fast(body: bytes) -> Sized:
+    def decode(body: bytes) -> Sized:
         decoded = json.loads(body)
         more = decoded["page_context"]["has_more_page"]
         return Sized(len(decoded["invoices"]), more, threading.current_thread().name)
 
     with client_for(sb, per_page=10, prefetch_pages=4) as client:
-        pages = list(client.iter_pages(INVOICES.path, "invoices", fast=fast))
+        pages = list(client.iter_pages(INVOICES.path, "invoices", decode=decode))
     assert [p.size for p in pages] == [10] * 20
-    assert all(p.records is None and p.fast is not None for p in pages)
-    threads = {p.fast.thread for p in pages[1:]}  # type: ignore[union-attr]
+    assert all(p.records is None and p.decoded is not None for p in pages)
+    threads = {p.decoded.thread for p in pages[1:]}  # type: ignore[union-attr]
     assert threads and all(name.startswith("finance-prefetch") for name in threads)
 
 

@@ -7,15 +7,25 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
 
-from finance_assets.client import FinanceApiClient
+from finance_assets.api import FinanceApiClient, RateLimiter
 from finance_assets.endpoints import ENDPOINTS
-from finance_assets.ratelimit import RateLimiter
 from finance_assets.sandbox import Sandbox
+
+
+@contextmanager
+def slot(limiter: RateLimiter) -> Iterator[None]:
+    """One request's turn: acquired, then released whatever happens (as the transport does)."""
+    limiter.acquire()
+    try:
+        yield
+    finally:
+        limiter.release()
 
 
 class FakeClock:
@@ -76,7 +86,7 @@ def test_configured_cap_holds_in_every_60s_window() -> None:
     limiter = RateLimiter(per_minute=10, clock=clock, sleep=clock.sleep)
     times = []
     for _ in range(55):
-        with limiter.slot():
+        with slot(limiter):
             times.append(clock())
         clock.now += 0.7  # the request itself takes a while
     assert most_in_any_window(times) == 10
@@ -90,7 +100,7 @@ def test_advertised_budget_is_spread_and_never_exceeded() -> None:
     limiter = RateLimiter(clock=clock, sleep=clock.sleep, max_in_flight=4)
     times = []
     for _ in range(100):
-        with limiter.slot():
+        with slot(limiter):
             times.append(clock())
             limiter.observe(server.request())
     assert server.refused == 0
@@ -124,7 +134,7 @@ def test_ample_budget_runs_at_full_speed() -> None:
     server = FixedWindowServer(clock, limit=1_000_000)
     limiter = RateLimiter(per_minute=None, clock=clock, sleep=clock.sleep)
     for _ in range(2_000):
-        with limiter.slot():
+        with slot(limiter):
             limiter.observe(server.request())
         clock.now += 0.001  # 1,000 requests/s
     assert sum(clock.waits) == 0
@@ -133,11 +143,11 @@ def test_ample_budget_runs_at_full_speed() -> None:
 def test_429_holds_everything_back_until_retry_after() -> None:
     clock = FakeClock()
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)
-    with limiter.slot():
-        limiter.on_429(30)
-    with limiter.slot():
+    with slot(limiter):
+        limiter.wait_after_429(30)
+    with slot(limiter):
         assert clock() == pytest.approx(30)
-    assert limiter.stats.backoffs_429 == 1
+    assert clock.waits == [30]  # one hold, sat out once
 
 
 def test_429_with_headers_waits_for_the_advertised_reset() -> None:
@@ -145,10 +155,10 @@ def test_429_with_headers_waits_for_the_advertised_reset() -> None:
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)
     headers = {"x-rate-limit-limit": "10", "x-rate-limit-remaining": "0",
                "x-rate-limit-reset": "12"}  # lower-case keys of a plain dict work too
-    with limiter.slot():
+    with slot(limiter):
         limiter.observe(headers)
-        limiter.on_429(None)
-    with limiter.slot():
+        limiter.wait_after_429(None)
+    with slot(limiter):
         assert clock() >= 12
 
 
@@ -157,7 +167,7 @@ def test_missing_or_garbled_headers_change_nothing() -> None:
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)
     for headers in ({}, {"X-Rate-Limit-Remaining": "x", "X-Rate-Limit-Reset": "5"}):
         for _ in range(50):
-            with limiter.slot():
+            with slot(limiter):
                 limiter.observe(headers)
     assert clock.waits == []
 
@@ -169,7 +179,7 @@ def test_in_flight_cap_with_threads() -> None:
 
     def work() -> None:
         nonlocal current, peak
-        with limiter.slot():
+        with slot(limiter):
             with lock:
                 current += 1
                 peak = max(peak, current)
@@ -194,7 +204,7 @@ def test_configured_cap_holds_across_threads() -> None:
 
     def work() -> None:
         for _ in range(10):
-            with limiter.slot():
+            with slot(limiter):
                 with lock:
                     times.append(clock())
 
@@ -237,21 +247,30 @@ class FakeMinutes:
             self.window_start = self.now
 
 
-def read_everything(client: FinanceApiClient, minutes: FakeMinutes) -> int:
-    """Read all 16 endpoints; the sandbox's window opens at the first answer after a reset."""
-    send = client.transport.send
+class Answered(httpx.BaseTransport):
+    """The client's network transport, telling ``minutes`` of every answer."""
 
-    def answered(*args: Any, **kwargs: Any) -> httpx.Response:
-        response = send(*args, **kwargs)
-        minutes.answered()
+    def __init__(self, minutes: FakeMinutes) -> None:
+        self.minutes = minutes
+        self._network = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._network.handle_request(request)
+        self.minutes.answered()
         return response
 
-    client.transport.send = answered  # type: ignore[method-assign]
-    return sum(
-        len(page.records)
-        for endpoint in ENDPOINTS
-        for page in client.iter_pages(endpoint.path, endpoint.data_selector)
-    )
+    def close(self) -> None:
+        self._network.close()
+
+
+def read_everything(client: FinanceApiClient) -> tuple[int, int]:
+    """Read all 16 endpoints: the records, and the 429s the reads met."""
+    records = rate_limited = 0
+    for endpoint in ENDPOINTS:
+        pages = client.iter_pages(endpoint.path, endpoint.data_selector)
+        records += sum(len(page.records) for page in pages)
+        rate_limited += pages.counts.rate_limited
+    return records, rate_limited
 
 
 @pytest.mark.parametrize(
@@ -267,13 +286,13 @@ def test_client_meets_no_429_on_a_rate_limited_sandbox(
     with FinanceApiClient(
         sb.base_url, sb.token_url, sb.client_id, sb.client_secret, sb.refresh_token,
         per_page=50, sleep=minutes.sleep, clock=minutes,
-        rate_limit_per_minute=configured, pace_by_headers=pace,
+        rate_limit_per_minute=configured, pace_by_headers=pace, http_transport=Answered(minutes),
     ) as client:
-        records = read_everything(client, minutes)
+        records, rate_limited = read_everything(client)
     assert records == sum(len(sb.records(e.name)) for e in ENDPOINTS)
     requests = sb.stats()["api_requests"]
     assert requests > 2 * limit  # the read needed several windows
-    assert sb.stats()["rate_limited"] == 0 and client.stats.rate_limited == 0
+    assert sb.stats()["rate_limited"] == 0 and rate_limited == 0
     assert minutes.now >= 60 * (requests // limit - 1)
 
 
@@ -285,7 +304,7 @@ def test_429_with_retry_after_holds_only_that_long_within_a_known_window() -> No
         {"X-Rate-Limit-Limit": "100", "X-Rate-Limit-Remaining": "50", "X-Rate-Limit-Reset": "60"}
     )
     started = clock()
-    limiter.on_429(2, sit_out=True)
+    limiter.wait_after_429(2)
     limiter.acquire()
     limiter.release()
     assert clock() - started == pytest.approx(2, abs=0.1)
@@ -298,7 +317,7 @@ def test_429_without_retry_after_waits_for_the_window_reset() -> None:
         {"X-Rate-Limit-Limit": "100", "X-Rate-Limit-Remaining": "50", "X-Rate-Limit-Reset": "30"}
     )
     started = clock()
-    limiter.on_429(None)
+    limiter.wait_after_429(None)
     limiter.acquire()
     limiter.release()
     assert clock() - started == pytest.approx(30, abs=0.5)

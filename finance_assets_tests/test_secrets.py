@@ -8,6 +8,8 @@ through the ``dagster`` CLI, are then searched byte for byte.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from finance_assets import client as client_module
+from finance_assets.api import AuthError, FinanceApiClient
 from finance_assets.sandbox import Sandbox
 from finance_assets_tests.harness import (
     SCALE,
@@ -133,17 +135,39 @@ def test_cli_runs_leak_nothing(sentinel_sandbox, tmp_path) -> None:
     assert find_leaks([SECRET, REFRESH, *tokens], places) == []
 
 
-def test_httpx_request_logging_is_muted(sentinel_sandbox, caplog) -> None:
+def test_client_logs_carry_no_secret(sentinel_sandbox, caplog) -> None:
+    """httpx logs every request at INFO and httpcore every step at DEBUG; what they log
+    (URLs, status lines, response headers) holds no secret, through a read, a refresh on
+    a 401 and a refused refresh token."""
     caplog.set_level(logging.DEBUG)
-    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
-    assert logging.getLogger("httpcore").getEffectiveLevel() >= logging.WARNING
     sb = sentinel_sandbox
-    with client_module.FinanceApiClient(
-        sb.base_url, sb.token_url, sb.client_id, SECRET, REFRESH
-    ) as client:
+    with FinanceApiClient(sb.base_url, sb.token_url, sb.client_id, SECRET, REFRESH) as client:
         list(client.iter_pages("/v1/users", "users"))
-    noisy = [r for r in caplog.records if r.name.startswith(("httpx", "httpcore"))]
-    assert noisy == []
+        sb.revoke_tokens()
+        list(client.iter_pages("/v1/users", "users"))  # a 401, a new token, the page again
+    with FinanceApiClient(
+        sb.base_url, sb.token_url, sb.client_id, SECRET, WRONG_REFRESH
+    ) as client, pytest.raises(AuthError):  # fmt: skip
+        client.authenticate()
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    logged = "\n".join(formatter.format(record) for record in caplog.records)
+    tokens = sb.issued_tokens()
+    assert len(tokens) == 2
+    assert find_leaks([SECRET, REFRESH, WRONG_REFRESH, *tokens], {"logs": logged.encode()}) == []
+    # the search can find: the requests, the 401 and the refusal were all logged
+    assert f"httpx INFO HTTP Request: POST {sb.token_url} \"HTTP/1.1 400 Bad Request\"" in logged
+    assert '/v1/users?page=1&per_page=200 "HTTP/1.1 401 Unauthorized"' in logged
+    assert "httpcore.http11 DEBUG receive_response_headers.complete" in logged
+
+
+def test_importing_the_client_leaves_logging_alone() -> None:
+    """Log levels are the application's to set, not an import's side effect."""
+    code = (
+        "import logging, finance_assets.api, finance_assets.definitions; "
+        "print([logging.getLogger(n).level for n in ('httpx', 'httpcore')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[0, 0]"
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A client-side rate limiter shared by every endpoint load of a run.
+"""A client-side rate limiter shared by every endpoint read of a run.
 
 Why: the API allows a number of requests per minute per client and says how many
 are left (``X-Rate-Limit-Limit``, ``-Remaining``, ``-Reset``). Meeting a 429 costs
@@ -16,8 +16,8 @@ Three independent bounds, all enforced in :meth:`RateLimiter.acquire`:
   spreads it evenly over the time left, so it is never spent before the reset. With
   a large budget the refill outpaces any client, which is full speed.
 
-:meth:`on_429` holds everything back until ``Retry-After`` has passed. No HTTP
-library is needed: headers are any mapping; clock and sleep are injectable.
+:meth:`wait_after_429` holds everything back until ``Retry-After`` has passed. No
+HTTP library is needed: headers are any mapping; clock and sleep are injectable.
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 
 LIMIT_HEADER = "X-Rate-Limit-Limit"
 REMAINING_HEADER = "X-Rate-Limit-Remaining"
@@ -36,18 +34,9 @@ RESET_HEADER = "X-Rate-Limit-Reset"
 # Two readings whose resets differ by less than this belong to the same window
 # (Reset is whole seconds and responses arrive with some delay).
 SAME_WINDOW_SLACK = 2.0
-# An advertised limit from which a run is bound by latency rather than by its budget.
-ROOMY_PER_MINUTE = 600
-
-
-@dataclass
-class LimiterStats:
-    """What the limiter did: acquisitions, how often and how long it held requests back."""
-
-    acquired: int = 0
-    waits: int = 0
-    waited_seconds: float = 0.0
-    backoffs_429: int = 0
+# An advertised limit from which a run is bound by latency rather than by its budget:
+# below it, a request spent on a page that may not exist makes the run longer.
+AMPLE_LIMIT_PER_MINUTE = 600
 
 
 def _header(headers: Mapping[str, str], name: str) -> float | None:
@@ -87,7 +76,6 @@ class RateLimiter:
         self.burst = float(burst if burst is not None else max_in_flight)
         self.clock = clock
         self.sleep = sleep
-        self.stats = LimiterStats()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._in_flight = 0
@@ -103,15 +91,6 @@ class RateLimiter:
         self._rate = math.inf
 
     # ---------- public API ----------
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        """``with limiter.slot(): send; limiter.observe(headers)``."""
-        self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
-
     def acquire(self) -> None:
         """Block until one more request may be sent, then count it as in flight."""
         self._slots.acquire()
@@ -161,16 +140,15 @@ class RateLimiter:
             self._budget = max(0.0, self._budget)
             self._respread(now)
 
-    def on_429(self, retry_after: float | None, *, sit_out: bool = False) -> None:
-        """The API refused a request: hold every request back until Retry-After passes.
+    def wait_after_429(self, retry_after: float | None) -> None:
+        """The API refused a request (429): hold every request back until Retry-After passes.
 
-        With ``sit_out`` the calling thread (the one that will retry) sleeps the wait
-        itself, in one ``sleep`` call, and lifts the hold when it wakes, so its own
-        retry is not held a second time (which matters with a fake sleep).
+        The calling thread, the one that will retry, sleeps the wait out itself and lifts
+        the hold when it wakes, so its own retry is not held a second time. Without a
+        Retry-After the current window is taken as spent.
         """
         with self._lock:
             now = self.clock()
-            self.stats.backoffs_429 += 1
             until = -math.inf
             if retry_after is not None and retry_after > 0:
                 until = now + retry_after
@@ -180,23 +158,24 @@ class RateLimiter:
                 # With one, it is the API's own word on when to retry: honour just that.
                 self._budget = 0.0
             self._respread(now)
-        if sit_out and retry_after is not None and retry_after > 0:
+        if retry_after is not None and retry_after > 0:
             self.sleep(retry_after)
             with self._lock:
                 if self._blocked_until <= until:  # nobody extended the hold meanwhile
                     self._blocked_until = -math.inf
 
-    def roomy(self) -> bool:
-        """Whether requests are cheap enough to spend on a guess (a page that may not exist).
+    def budget_is_ample(self) -> bool:
+        """Whether a request may be spent on a page that may not exist.
 
         Only without a configured cap, with no 429 hold and with an advertised limit of
-        at least ``ROOMY_PER_MINUTE``: under a tight limit (or one never said) a run is
-        bound by the budget, and every wasted request makes it longer.
+        at least ``AMPLE_LIMIT_PER_MINUTE``: under a tight limit (or one never said) a
+        run is bound by its budget, and every wasted request makes it longer.
         """
         with self._lock:
             if self.per_minute is not None or self._blocked_until > self.clock():
                 return False
-            return self._limit is not None and self._limit >= ROOMY_PER_MINUTE * self.period / 60
+            ample = AMPLE_LIMIT_PER_MINUTE * self.period / 60
+            return self._limit is not None and self._limit >= ample
 
     @property
     def in_flight(self) -> int:
@@ -212,8 +191,6 @@ class RateLimiter:
                 if wait <= 0:
                     self._take(now)
                     return
-                self.stats.waits += 1
-                self.stats.waited_seconds += wait
             self.sleep(wait)
 
     def _wait_needed(self, now: float) -> float:
@@ -239,7 +216,6 @@ class RateLimiter:
         return max((1 - self._level) / self._rate, 1e-6)
 
     def _take(self, now: float) -> None:
-        self.stats.acquired += 1
         if self.per_minute is not None:
             self._log.append(now)
         if self._budget is not None:
