@@ -4,11 +4,11 @@
 
 Fetches every page of the 16 endpoints from an in-process sandbox first, then runs
 the project's per-record path on the bytes in memory, endpoint by endpoint, as
-``sync.load_endpoint`` does: the columnar decoder first, and for the pages it
-declines ``json.loads(parse_float=Decimal)``, ``validation.validate_page`` and
-``warehouse.Writer.add``; then the writer's merge on exit, into a temporary DuckDB
-file (one endpoint at a time from one Python thread, DuckDB with its own threads:
-the figures are the path's cost, not the wall time of a concurrent load).
+``sync.load_endpoint`` does: the columnar reader first, and for the pages it
+declines ``json.loads(parse_float=Decimal)``, ``records.validation.validate_page``,
+``columns_from_records`` and ``warehouse.Writer.add``; then the writer's merge on exit,
+into a temporary DuckDB file (one endpoint at a time from one Python thread, DuckDB with
+its own threads: the figures are the path's cost, not the wall time of a concurrent load).
 Prints seconds per stage and, with ``--cprofile N``, the N costliest functions.
 """
 

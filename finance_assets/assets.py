@@ -200,8 +200,8 @@ def _open_warehouse(duckdb: DuckDBResource, lock_timeout: float) -> AbstractCont
 def load_order(warehouse: Warehouse, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
     """Largest first, so the longest pass is not the last to start: by the rows the
     warehouse holds, then (a first load) by the endpoint's ``high_volume`` hint."""
-    held = warehouse.row_estimates()
-    return sorted(endpoints, key=lambda e: (-held.get(table_name(e), 0), not e.high_volume))
+    rows = warehouse.row_estimates()
+    return sorted(endpoints, key=lambda e: (-rows.get(table_name(e), 0), not e.high_volume))
 
 
 def _failure(failures: list[tuple[Endpoint, Exception]], selected: int) -> dg.Failure:

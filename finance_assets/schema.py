@@ -18,7 +18,6 @@ from decimal import Decimal
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import pyarrow as pa
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import AwareDatetime, BaseModel
 from pydantic.fields import FieldInfo
@@ -26,6 +25,8 @@ from pydantic.fields import FieldInfo
 from finance_assets.models import DecimalType
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from finance_assets.endpoints import Endpoint
 
 SCHEMA = "finance"
@@ -200,21 +201,27 @@ class ColumnSpec:
     @property
     def arrow_type(self) -> pa.DataType:
         """The column's Arrow type: what a page's columns hold and DuckDB scans."""
+        import pyarrow as pa  # here: reading the endpoint list needs no Arrow
+
         if self.kind == "decimal":
             assert self.precision is not None and self.scale is not None
             return pa.decimal128(self.precision, self.scale)
-        return _ARROW_TYPES[self.sql_type]
+        return _arrow_types()[self.sql_type]
 
 
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "VARCHAR": pa.string(),
-    "JSON": pa.string(),
-    "DATE": pa.date32(),
-    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
-    "BOOLEAN": pa.bool_(),
-    "BIGINT": pa.int64(),
-    "INTEGER": pa.int32(),
-}
+@cache
+def _arrow_types() -> dict[str, pa.DataType]:
+    import pyarrow as pa
+
+    return {
+        "VARCHAR": pa.string(),
+        "JSON": pa.string(),
+        "DATE": pa.date32(),
+        "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+        "BOOLEAN": pa.bool_(),
+        "BIGINT": pa.int64(),
+        "INTEGER": pa.int32(),
+    }
 
 
 def _ident(name: str) -> str:
@@ -238,7 +245,7 @@ def table_names(endpoint: Endpoint) -> list[str]:
     return [table_name(endpoint), *(child_table_name(endpoint, c) for c in endpoint.children)]
 
 
-def q(name: str) -> str:
+def quoted(name: str) -> str:
     """Quote an identifier for SQL (``date`` and ``position`` are keywords)."""
     return '"' + name.replace('"', '""') + '"'
 

@@ -25,7 +25,7 @@ from finance_assets.schema import (
     current_catalog,
     in_catalog,
     model_columns,
-    q,
+    quoted,
     table_name,
 )
 
@@ -75,8 +75,8 @@ class CheckedTable:
     def sample(self) -> str:
         """SQL expression that identifies a row in samples: the id, or a child's key."""
         if self.is_child:
-            return "{" + ", ".join(f"'{c}': {q(c)}" for c in self.key) + "}"
-        return q(self.key[0])
+            return "{" + ", ".join(f"'{c}': {quoted(c)}" for c in self.key) + "}"
+        return quoted(self.key[0])
 
     @property
     def required(self) -> list[str]:
@@ -127,16 +127,16 @@ def scan_table(
     qualified = in_catalog(database, table.name)
     present = [c for c in table.required if c in columns]
     counted = list(dict.fromkeys([*table.key, *present]))
-    hashed = KEY_HASH.format(", ".join(q(c) for c in table.key))
+    hashed = KEY_HASH.format(", ".join(quoted(c) for c in table.key))
     aggregates = ", ".join(
-        ["count(*)", f"count(DISTINCT {hashed})", *(f"count({q(c)})" for c in counted)]
+        ["count(*)", f"count(DISTINCT {hashed})", *(f"count({quoted(c)})" for c in counted)]
     )
     orphans = ""
     if parent is not None:
-        parent_qualified, parent_key = in_catalog(database, parent.name), q(parent.key[0])
+        parent_qualified, parent_key = in_catalog(database, parent.name), quoted(parent.key[0])
         orphans = (
             f", (SELECT count(*), min({table.sample}, {SAMPLE_SIZE}) FROM {qualified} c "
-            f"ANTI JOIN {parent_qualified} p ON c.{q(PARENT_ID_COLUMN)} = p.{parent_key})"
+            f"ANTI JOIN {parent_qualified} p ON c.{quoted(PARENT_ID_COLUMN)} = p.{parent_key})"
         )
     row = conn.execute(f"SELECT * FROM (SELECT {aggregates} FROM {qualified}){orphans}").fetchone()
     assert row is not None
@@ -171,8 +171,8 @@ def _key_stats(
 
     The exact GROUP BY, run only when ``scan_table``'s cheap test cannot rule problems out.
     """
-    columns = ", ".join(q(c) for c in table.key)
-    any_null = " OR ".join(f"{q(c)} IS NULL" for c in table.key)
+    columns = ", ".join(quoted(c) for c in table.key)
+    any_null = " OR ".join(f"{quoted(c)} IS NULL" for c in table.key)
     row = conn.execute(
         f"""
         WITH dup AS (
@@ -202,7 +202,7 @@ def null_samples(
 ) -> list[list[Any]]:
     """The smallest row identifiers with a NULL, per column, in one query (failures only)."""
     samples = ", ".join(
-        f"min({table.sample}, {SAMPLE_SIZE}) FILTER (WHERE {q(c)} IS NULL)" for c in columns
+        f"min({table.sample}, {SAMPLE_SIZE}) FILTER (WHERE {quoted(c)} IS NULL)" for c in columns
     )
     row = conn.execute(f"SELECT {samples} FROM {in_catalog(database, table.name)}").fetchone()
     assert row is not None

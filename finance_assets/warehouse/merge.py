@@ -32,7 +32,7 @@ from finance_assets.schema import (
     child_table_name,
     in_catalog,
     model_columns,
-    q,
+    quoted,
     table_name,
     table_names,
 )
@@ -171,7 +171,7 @@ class Merge:
         self._before_statement = before_statement
         self._shortcuts = shortcuts
         self._table = in_catalog(catalog, table_name(endpoint))
-        self._key = q(endpoint.primary_key)
+        self._key = quoted(endpoint.primary_key)
 
     def run(self) -> MergeOutcome:
         """Run the merge in one transaction and commit; roll back on any exception."""
@@ -289,7 +289,7 @@ class Merge:
                 self._execute(
                     MergeStep.DELETE_REPLACED_CHILDREN,
                     f"DELETE FROM {qualified} "
-                    f"WHERE {q(PARENT_ID_COLUMN)} IN (SELECT {self._key} FROM {winners})",
+                    f"WHERE {quoted(PARENT_ID_COLUMN)} IN (SELECT {self._key} FROM {winners})",
                 )
             columns = _column_list(child_column_specs(self._endpoint.children[child]))
             (rows,) = self._execute(  # DuckDB returns the inserted row count
@@ -377,4 +377,4 @@ class Merge:
 
 
 def _column_list(specs: Sequence[ColumnSpec]) -> str:
-    return ", ".join(q(s.name) for s in specs)
+    return ", ".join(quoted(s.name) for s in specs)

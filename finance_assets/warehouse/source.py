@@ -40,12 +40,12 @@ def check_source(conn: duckdb.DuckDBPyConnection, source: str, database: str) ->
     Returns whether the source still has to be recorded (a new file); the caller does
     that with ``record_source`` in the transaction of its first write.
     """
-    held = recorded_source(conn)
-    if held == source:
+    recorded = recorded_source(conn)
+    if recorded == source:
         return False
-    if held is not None:
+    if recorded is not None:
         raise SourceMismatch(
-            f"{database} holds data from {held}, but this run reads {source}; nothing was "
+            f"{database} holds data from {recorded}, but this run reads {source}; nothing was "
             "written. Point FINANCE_DUCKDB_PATH (or the warehouse path in defs.yaml) at "
             "another file, so the two sources never mix."
         )
@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", required=True, help="the API base URL, as runs name it")
     args = parser.parse_args(argv)
     with duckdb.connect(args.database) as conn:
-        held = recorded_source(conn)
-        if held not in (None, args.source):
-            print(f"{args.database} already records {held}; nothing changed.")
+        recorded = recorded_source(conn)
+        if recorded not in (None, args.source):
+            print(f"{args.database} already records {recorded}; nothing changed.")
             return 1
         conn.begin()
         record_source(conn, args.source)

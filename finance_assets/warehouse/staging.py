@@ -22,7 +22,7 @@ from finance_assets.schema import (
     POSITION_COLUMN,
     in_catalog,
     model_columns,
-    q,
+    quoted,
 )
 
 STAGING_SCHEMA = "_finance_staging"
@@ -41,7 +41,7 @@ class StagingTable:
 
 
 def _in_staging_schema(catalog: str, name: str) -> str:
-    return in_catalog(catalog, f"{q(STAGING_SCHEMA)}.{q(name)}")
+    return in_catalog(catalog, f"{quoted(STAGING_SCHEMA)}.{quoted(name)}")
 
 
 class StagingTables:
@@ -75,18 +75,19 @@ class StagingTables:
             self.parent: ", ".join(
                 [
                     f"{ARRIVAL_COLUMN} BIGINT",
-                    *(f"{q(s.name)} {s.sql_type}" for s in model_columns(endpoint.model)),
+                    *(f"{quoted(s.name)} {s.sql_type}" for s in model_columns(endpoint.model)),
                     f"{EXTRA_COLUMN} VARCHAR",
                 ]
             ),
         }
         for child, stage in self.children.items():
+            item_columns = model_columns(endpoint.children[child])
             columns[stage] = ", ".join(
                 [
                     f"{ARRIVAL_COLUMN} BIGINT",
-                    f"{q(PARENT_ID_COLUMN)} VARCHAR",
-                    f"{q(POSITION_COLUMN)} INTEGER",
-                    *(f"{q(s.name)} {s.sql_type}" for s in model_columns(endpoint.children[child])),
+                    f"{quoted(PARENT_ID_COLUMN)} VARCHAR",
+                    f"{quoted(POSITION_COLUMN)} INTEGER",
+                    *(f"{quoted(s.name)} {s.sql_type}" for s in item_columns),
                     f"{EXTRA_COLUMN} VARCHAR",
                 ]
             )
@@ -108,7 +109,8 @@ def _create_staging_schema(conn: duckdb.DuckDBPyConnection, catalog: str) -> Non
     """``CREATE SCHEMA IF NOT EXISTS`` in its own transaction, retried on a DDL conflict."""
     for attempt in range(_DDL_ATTEMPTS):
         try:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {in_catalog(catalog, q(STAGING_SCHEMA))}")
+            schema = in_catalog(catalog, quoted(STAGING_SCHEMA))
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             return
         except duckdb.TransactionException:  # another writer created it at the same moment
             if attempt == _DDL_ATTEMPTS - 1:

@@ -22,7 +22,7 @@ from finance_assets.schema import (
     column_specs,
     current_catalog,
     in_catalog,
-    q,
+    quoted,
     table_name,
     table_names,
 )
@@ -74,11 +74,11 @@ def create_statements(catalog: str, endpoint: Endpoint) -> list[str]:
     """``CREATE ... IF NOT EXISTS`` for the schema, the resource's tables and the bookkeeping."""
     statements = [f"CREATE SCHEMA IF NOT EXISTS {in_catalog(catalog, SCHEMA)}"]
     for table, specs in resource_columns(endpoint).items():
-        ddl = ", ".join(f"{q(s.name)} {s.sql_type}" for s in specs)
+        ddl = ", ".join(f"{quoted(s.name)} {s.sql_type}" for s in specs)
         statements.append(f"CREATE TABLE IF NOT EXISTS {in_catalog(catalog, table)} ({ddl})")
     bookkeeping = ((REJECTED_TABLE, _QUARANTINE_COLUMNS), (SYNC_STATE_TABLE, _SYNC_STATE_COLUMNS))
     for table, columns in bookkeeping:
-        ddl = ", ".join(f"{q(c)} {t}" for c, t in columns)
+        ddl = ", ".join(f"{quoted(c)} {t}" for c, t in columns)
         statements.append(f"CREATE TABLE IF NOT EXISTS {in_catalog(catalog, table)} ({ddl})")
     return statements
 

@@ -27,7 +27,7 @@ from finance_assets.schema import (
     ROW_COLUMN,
     current_catalog,
     model_columns,
-    q,
+    quoted,
 )
 from finance_assets.warehouse.merge import Merge, MergeHook, MergeOutcome
 from finance_assets.warehouse.staging import ARRIVAL_COLUMN, StagingTable, StagingTables
@@ -247,7 +247,7 @@ class Writer:
         view = f"{stage.name}__batch"
         self._conn.register(view, data)
         try:  # outside any transaction: each bulk insert commits on its own (to disk)
-            cols = ", ".join(q(c) for c in data.column_names)
+            cols = ", ".join(quoted(c) for c in data.column_names)
             self._conn.execute(f"INSERT INTO {stage.qualified} ({cols}) SELECT {cols} FROM {view}")
         finally:
             self._conn.unregister(view)
