@@ -223,3 +223,13 @@ def test_an_explicit_sandbox_ignores_a_configured_api_and_its_file(monkeypatch) 
     defs = dg.component_defs(component=FinanceApiIngestion(source=Setting("FINANCE_SOURCE")))
     assert not defs.resources["finance_api"].use_sandbox
     assert defs.resources["duckdb"].database == "data/warehouse.duckdb"
+
+
+def test_the_rate_limit_variable_keeps_its_meaning(monkeypatch) -> None:
+    for name, value in ALL_SET.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FINANCE_API_RATE_LIMIT_PER_MINUTE", "120")
+    assert shipped_definitions().resources["finance_api"].rate_limit_per_minute == 120
+    monkeypatch.setenv("FINANCE_API_RATE_LIMIT_PER_MINUTE", "lots")
+    refused = shipped_definitions().resources["finance_api"].configuration_error
+    assert refused is not None and "FINANCE_API_RATE_LIMIT_PER_MINUTE is 'lots'" in refused
