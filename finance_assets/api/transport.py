@@ -9,12 +9,14 @@ counted into the ``RequestCounts`` the request carries in its extensions.
 from __future__ import annotations
 
 import random
+import ssl
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache
 from urllib.parse import urlsplit
 
 import httpx
@@ -196,4 +198,11 @@ def network_transport(url: str, limits: httpx.Limits) -> httpx.HTTPTransport:
         proxy = None
     if proxy and "://" not in proxy:
         proxy = "http://" + proxy
-    return httpx.HTTPTransport(limits=limits, proxy=proxy or None)
+    return httpx.HTTPTransport(verify=_tls(), limits=limits, proxy=proxy or None)
+
+
+@cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context (CA bundle loaded once, honouring SSL_CERT_FILE/SSL_CERT_DIR) for
+    every transport of the process: the API's and the token endpoint's."""
+    return httpx.create_ssl_context()
