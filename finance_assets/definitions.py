@@ -15,6 +15,6 @@ def defs() -> dg.Definitions:
 @cache
 def _load(environment: frozenset[tuple[str, str]]) -> dg.Definitions:
     """Built once per environment: Dagster asks for the definitions several times in one
-    process (seven in a ``dagster asset materialize``), and they depend only on the
-    files and the environment variables the YAML names."""
+    process (loading the code, then planning and running the job), and they depend only
+    on the files and the environment variables the YAML names."""
     return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
