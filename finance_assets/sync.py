@@ -78,7 +78,7 @@ def key_range(page: PageColumns) -> tuple[str, str] | None:
     return min(keys_at(ends["min"])), max(keys_at(ends["max"]))
 
 
-def _seen_range(page: Page, loaded: PageColumns, is_last: bool) -> tuple[str, str] | None:
+def _seen_range(page: Page, loaded: PageColumns) -> tuple[str, str] | None:
     """The order-key range a page proves complete: it was a contiguous slice when served.
 
     Page 1 reaches down to the start of the list and the last non-empty page up to its
@@ -91,7 +91,7 @@ def _seen_range(page: Page, loaded: PageColumns, is_last: bool) -> tuple[str, st
     if keys is None:
         return None
     low = LOWEST_KEY if page.number == 1 else keys[0]
-    high = HIGHEST_KEY if is_last and not page.has_more else keys[1]
+    high = HIGHEST_KEY if page.is_last and not page.has_more else keys[1]
     return low, high
 
 
@@ -137,7 +137,7 @@ def load_endpoint(
             writer.add(loaded)
             fetched += page.size
             if full:
-                seen = _seen_range(page, loaded, page.is_last)
+                seen = _seen_range(page, loaded)
                 if seen:
                     writer.seen_range(*seen)
         cursor_new = (pass_began or loaded_at) - margin
