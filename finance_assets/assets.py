@@ -139,12 +139,15 @@ class SyncConfig(dg.Config):
         )
 
 
-def _spec(endpoint: Endpoint, names: IngestionNames) -> dg.AssetSpec:
+def _spec(
+    endpoint: Endpoint, names: IngestionNames, freshness: dg.FreshnessPolicy | None
+) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=names.asset_key(endpoint),
         description=f"{endpoint.description} From `GET {endpoint.path}` into "
         f"`{table_name(endpoint)}`.",
         group_name=names.group,
+        freshness_policy=freshness,
         kinds={"duckdb", "python"},
         tags={"domain": "finance", "source": "finance_api"},
         metadata={
@@ -220,13 +223,17 @@ def build_finance_assets(
     endpoints: Sequence[Endpoint] = ENDPOINTS,
     names: IngestionNames = DEFAULT_NAMES,
     defaults: SyncDefaults = SyncDefaults(),  # noqa: B008 - frozen
+    freshness: dg.FreshnessPolicy | None = None,
 ) -> dg.AssetsDefinition:
-    """The multi-asset over ``endpoints``; each asset can be materialized alone."""
+    """The multi-asset over ``endpoints``; each asset can be materialized alone.
+
+    ``freshness`` is each asset's policy: how long after its last successful
+    materialization it is late (warn) and stale (fail), matching its schedule."""
     by_key = {names.asset_key(e): e for e in endpoints}
 
     @dg.multi_asset(
         name=names.sync_op,
-        specs=[_spec(e, names) for e in endpoints],
+        specs=[_spec(e, names, freshness) for e in endpoints],
         check_specs=[s for e in endpoints for s in checks.check_specs(e, names.asset_key(e))],
         can_subset=True,
         pool=names.pool,
@@ -285,6 +292,10 @@ def _sync(
         conn.commit()
         catalog = checks.read_catalog(conn)  # no DDL on finance tables from here on
         margin = timedelta(seconds=settings.cursor_margin_seconds)
+        known_fields = {  # what the previous checks saw, read here: workers do not touch Dagster
+            e.name: checks.known_undocumented_fields(context.instance, names.asset_key(e))
+            for e in selected
+        }
 
         def load(endpoint: Endpoint) -> tuple[LoadReport, int, list[dg.AssetCheckResult]]:
             """Load, count and check one endpoint, all in this worker thread: the main
@@ -293,7 +304,9 @@ def _sync(
                 wh = Warehouse(own)
                 report = load_endpoint(client, wh, endpoint, config.full_refresh, margin)
                 key = names.asset_key(endpoint)
-                results = checks.run_checks(own, endpoint, key, catalog=catalog)
+                results = checks.run_checks(
+                    own, endpoint, key, catalog=catalog, known_fields=known_fields[endpoint.name]
+                )
                 return report, wh.row_count(endpoint), results
 
         workers = min(settings.parallel_endpoints, len(selected)) or 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import dagster as dg
@@ -28,6 +29,8 @@ from finance_assets_tests.harness import (
 
 SCALE = 0.1
 CHECKS_PER_ASSET = len(check_specs(ENDPOINTS[0], asset_key(ENDPOINTS[0])))
+# The shipped definitions add Dagster's column schema change check to every asset.
+SHIPPED_CHECKS_PER_ASSET = CHECKS_PER_ASSET + 1
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +138,7 @@ def test_one_asset_alone(make_sandbox, tmp_path) -> None:
         "nullability",
         "primary_key",
         "quarantine",
+        "undocumented_fields",
     }
     assert set(sb.stats()["requests"]) <= {"/v1/invoices", "/oauth/v2/token"}
 
@@ -193,7 +197,8 @@ def test_daily_job_as_shipped(make_sandbox, tmp_path, monkeypatch) -> None:
             for e in result.all_events
             if e.event_type_value == "ASSET_CHECK_EVALUATION"
         ]
-        assert len(checks) == CHECKS_PER_ASSET * len(ENDPOINTS) and all(c.passed for c in checks)
+        assert len(checks) == SHIPPED_CHECKS_PER_ASSET * len(ENDPOINTS)
+        assert all(c.passed for c in checks)
         assert result.dagster_run.run_config == {}  # the job needs no run config
     assert sb.stats()["tokens_issued"] == 1
     assert_warehouse_equals_sandbox(sb, database)
@@ -203,7 +208,12 @@ def test_definitions_load_with_assets_checks_and_schedule() -> None:
     defs = shipped_definitions()
     graph = defs.resolve_asset_graph()
     assert {k.path[-1] for k in graph.get_all_asset_keys()} == {e.name for e in ENDPOINTS}
-    assert len(graph.asset_check_keys) == CHECKS_PER_ASSET * len(ENDPOINTS)
+    assert len(graph.asset_check_keys) == SHIPPED_CHECKS_PER_ASSET * len(ENDPOINTS)
+    for endpoint in ENDPOINTS:  # late after a day and two hours, stale after two days
+        policy = graph.get(asset_key(endpoint)).freshness_policy
+        assert policy == dg.FreshnessPolicy.time_window(
+            fail_window=dt.timedelta(hours=50), warn_window=dt.timedelta(hours=26)
+        )
     # One step: it runs in the run's process (no step subprocess to start).
     assert defs.resolve_job_def("finance_daily").executor_def.name == "in_process"
     schedule = defs.resolve_schedule_def("finance_daily_schedule")

@@ -20,18 +20,21 @@ from finance_assets.checks.scan import (
     read_catalog,
     scan_table,
     tables_to_check,
+    undocumented_fields,
 )
 from finance_assets.checks.specs import (
     CHECKS,
     NULLABILITY,
     PRIMARY_KEY,
     QUARANTINE,
+    UNDOCUMENTED_FIELDS,
     CoercibleAssetKey,
 )
 from finance_assets.endpoints import Endpoint
 from finance_assets.schema import PARENT_ID_COLUMN, POSITION_COLUMN, REJECTED_TABLE, table_name
 
 TABLE_MISSING = "table missing"
+KnownFields = frozenset[tuple[str, str]] | None  # (table, field) pairs; None: no history
 
 
 def run_checks(
@@ -40,8 +43,12 @@ def run_checks(
     asset_key: CoercibleAssetKey,
     *,
     catalog: Catalog | None = None,
+    known_fields: KnownFields = None,
 ) -> list[dg.AssetCheckResult]:
     """Every check of a resource, in the order of ``check_specs``.
+
+    ``known_fields`` are the undocumented fields the previous evaluation listed
+    (``known_undocumented_fields``); None before the first, which sets the baseline.
 
     One query per table feeds both the nullability and the primary-key check, one
     more the quarantine check, and the catalog is read once (or passed in from
@@ -64,6 +71,7 @@ def run_checks(
         _nullability(conn, key, database, checked, scans),
         _primary_key(endpoint, key, checked, scans),
         _quarantine(conn, endpoint, key, catalog),
+        _undocumented_fields(conn, endpoint, key, catalog, scans, known_fields),
     ]
 
 
@@ -198,6 +206,71 @@ def _quarantine(
         "load of a fixed record clears its row."
     )
     return _result(key, QUARANTINE, False, description, metadata)
+
+
+def _undocumented_fields(
+    conn: duckdb.DuckDBPyConnection,
+    endpoint: Endpoint,
+    key: dg.AssetKey,
+    catalog: Catalog,
+    scans: dict[str, TableScan],
+    known_fields: KnownFields,
+) -> dg.AssetCheckResult:
+    """WARN when a field the contract does not document appears that the previous
+    evaluation did not list; the fields the API has been sending are listed, and pass."""
+    fields = undocumented_fields(conn, catalog, endpoint, scans)
+    started = [] if known_fields is None else [
+        f for f in fields if (f.table, f.field) not in known_fields
+    ]
+    rows = [
+        {
+            "table": f.table,
+            "field": f.field,
+            "records": f.records,
+            "first_seen": f.first_seen.isoformat() if f.first_seen else None,
+            "new": f in started,
+        }
+        for f in fields
+    ]
+    metadata: dict[str, Any] = {
+        "undocumented_fields": dg.MetadataValue.int(len(fields)),
+        "fields": dg.MetadataValue.json(rows),
+    }
+    if rows:
+        metadata["summary"] = _markdown_table(
+            ["table", "field", "records", "first seen", "new"],
+            [[r["table"], r["field"], r["records"], r["first_seen"], r["new"]] for r in rows],
+        )
+    if not started:
+        known = ", ".join(sorted({f.field for f in fields})) or "none"
+        description = f"No undocumented field the API started to send (known: {known})."
+        return _result(key, UNDOCUMENTED_FIELDS, True, description, metadata)
+    named = ", ".join(f"{f.table}.{f.field} ({f.records} records)" for f in started)
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=UNDOCUMENTED_FIELDS,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"The API started to send undocumented fields: {named}; they are kept in "
+        "_extra. Check the API's changelog: a new field often comes before a changed one.",
+        metadata=metadata,
+    )
+
+
+def known_undocumented_fields(instance: dg.DagsterInstance, key: dg.AssetKey) -> KnownFields:
+    """The (table, field) pairs the latest ``undocumented_fields`` evaluation of the asset
+    listed; None when it has never been evaluated (the next evaluation is the baseline)."""
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(key, UNDOCUMENTED_FIELDS), limit=5
+    )  # the newest may be this run's own, planned and not yet evaluated
+    evaluation = next(
+        (r.evaluation for r in history if isinstance(r.evaluation, dg.AssetCheckEvaluation)),
+        None,
+    )
+    if evaluation is None or "fields" not in evaluation.metadata:
+        return None
+    listed = evaluation.metadata["fields"].value
+    return frozenset((f["table"], f["field"]) for f in listed or [])
 
 
 def _absent(endpoint: Endpoint, key: dg.AssetKey, check: str) -> dg.AssetCheckResult:

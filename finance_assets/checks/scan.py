@@ -15,6 +15,8 @@ import duckdb
 
 from finance_assets.endpoints import Endpoint
 from finance_assets.schema import (
+    EXTRA_COLUMN,
+    LOADED_AT_COLUMN,
     PARENT_ID_COLUMN,
     POSITION_COLUMN,
     REJECTED_TABLE,
@@ -106,6 +108,7 @@ class TableScan:
     missing: list[str]  # non-nullable columns absent from the table
     nulls: list[tuple[str, int]]  # (non-nullable column, NULL count) in column order
     keys: dict[str, Any]  # the key stats of that table (see ``_key_stats``)
+    with_undocumented_fields: int = 0  # rows whose ``_extra`` is not NULL
 
 
 def scan_table(
@@ -127,6 +130,8 @@ def scan_table(
     qualified = in_catalog(database, table.name)
     present = [c for c in table.required if c in columns]
     counted = list(dict.fromkeys([*table.key, *present]))
+    if EXTRA_COLUMN in columns:  # rows with undocumented fields: most tables have none
+        counted.append(EXTRA_COLUMN)
     hashed = KEY_HASH.format(", ".join(quoted(c) for c in table.key))
     aggregates = ", ".join(
         ["count(*)", f"count(DISTINCT {hashed})", *(f"count({quoted(c)})" for c in counted)]
@@ -161,6 +166,7 @@ def scan_table(
         missing=[c for c in table.required if c not in columns],
         nulls=[(c, rows - non_null[c]) for c in present],
         keys=keys,
+        with_undocumented_fields=non_null.get(EXTRA_COLUMN, 0),
     )
 
 
@@ -226,3 +232,47 @@ def quarantined(
     ).fetchall()
     count = int(rows[0][2]) if rows else 0
     return count, [(i, r) for i, r, _ in rows]
+
+
+@dataclass(frozen=True)
+class UndocumentedField:
+    """A key the API sent beyond the contract, as ``_extra`` holds it in one table."""
+
+    table: str
+    field: str
+    records: int  # rows of the table that carry it
+    first_seen: Any  # the earliest load time among those rows
+
+
+def undocumented_fields(
+    conn: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    endpoint: Endpoint,
+    scans: Mapping[str, TableScan],
+) -> list[UndocumentedField]:
+    """Every undocumented key in the resource's tables: one query per table whose scan
+    found rows with any (none for the others).
+
+    Load times live on the parent rows; a child row's is its parent's.
+    """
+    parent = in_catalog(catalog.database, table_name(endpoint))
+    key = quoted(endpoint.primary_key)
+    out: list[UndocumentedField] = []
+    for table in tables_to_check(endpoint):
+        scan = scans.get(table.name)
+        if scan is None or not scan.with_undocumented_fields:
+            continue
+        source = in_catalog(catalog.database, table.name)
+        rows = (
+            f"SELECT c.{EXTRA_COLUMN} AS extra, p.{LOADED_AT_COLUMN} AS loaded_at "
+            f"FROM {source} c JOIN {parent} p ON c.{quoted(PARENT_ID_COLUMN)} = p.{key}"
+            if table.is_child
+            else f"SELECT {EXTRA_COLUMN} AS extra, {LOADED_AT_COLUMN} AS loaded_at FROM {parent}"
+        )
+        found = conn.execute(
+            f"WITH held AS ({rows}), keyed AS (SELECT unnest(json_keys(extra)) AS field, "
+            "loaded_at FROM held WHERE extra IS NOT NULL) "
+            "SELECT field, count(*), min(loaded_at) FROM keyed GROUP BY field ORDER BY field"
+        ).fetchall()
+        out += [UndocumentedField(table.name, f, int(n), first) for f, n, first in found]
+    return out

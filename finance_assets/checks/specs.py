@@ -1,5 +1,11 @@
-"""What the definitions declare: the three checks of every resource asset and the
-column schema shown in Dagster, read from the models (no database needed)."""
+"""What the definitions declare: the checks of every resource asset and the column
+schema shown in Dagster, read from the models (no database needed).
+
+The three ERROR checks block: a failure stops anything downstream of the asset in the
+run, because a duplicate counts twice, a quarantined record is missing from every
+total and a null amount sums as nothing. Undocumented fields only warn: the records
+are whole, but the API has started to say more than its contract.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,8 @@ from finance_assets.schema import (
 NULLABILITY = "nullability"
 PRIMARY_KEY = "primary_key"
 QUARANTINE = "quarantine"
-CHECKS = (NULLABILITY, PRIMARY_KEY, QUARANTINE)  # in the order of ``check_specs``
+UNDOCUMENTED_FIELDS = "undocumented_fields"
+CHECKS = (NULLABILITY, PRIMARY_KEY, QUARANTINE, UNDOCUMENTED_FIELDS)  # as ``check_specs``
 
 CoercibleAssetKey = dg.AssetKey | str | Sequence[str]
 
@@ -39,7 +46,7 @@ def column_schema(endpoint: Endpoint) -> dg.TableSchema:
 
 
 def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.AssetCheckSpec]:
-    """The three checks every resource asset declares."""
+    """The checks every resource asset declares."""
     key = dg.AssetKey.from_coercible(asset_key)
     tables = ", ".join(table_names(endpoint))
     return [
@@ -50,6 +57,7 @@ def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.Ass
                 f"No NULL in any field the API documents as non-nullable, in {tables}. "
                 "Such records are loaded as they came so this check can name them."
             ),
+            blocking=True,
         ),
         dg.AssetCheckSpec(
             PRIMARY_KEY,
@@ -59,6 +67,7 @@ def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.Ass
                 f"child tables have unique ({PARENT_ID_COLUMN}, {POSITION_COLUMN}) and no "
                 "orphan rows."
             ),
+            blocking=True,
         ),
         dg.AssetCheckSpec(
             QUARANTINE,
@@ -67,6 +76,16 @@ def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.Ass
                 f"No record of `{endpoint.name}` is quarantined in {REJECTED_TABLE}: every "
                 "record the API sent fit the schema (wrong types, unparseable dates and "
                 "non-numeric amounts land there with their reason)."
+            ),
+            blocking=True,
+        ),
+        dg.AssetCheckSpec(
+            UNDOCUMENTED_FIELDS,
+            asset=key,
+            description=(
+                f"Warns when the API starts sending fields its contract does not document "
+                f"(kept in `_extra` of {tables}): which fields, on how many records, first "
+                "seen when. Often the first sign of a change to the API."
             ),
         ),
     ]

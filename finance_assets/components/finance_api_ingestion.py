@@ -4,6 +4,7 @@ where, into which file and when; the code builds the assets, checks, jobs and sc
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -51,11 +52,24 @@ class SyncSettings(dg.Model, dg.Resolvable):
 
 
 class ScheduleSettings(dg.Model, dg.Resolvable):
-    """When the incremental sync and the full refresh (which finds deletions) run."""
+    """When the incremental sync and the full refresh (which finds deletions) run, and
+    when an asset that has not landed since counts as late and as stale."""
 
     incremental_cron: str = "0 3 * * *"
     full_refresh_cron: str = "0 4 * * 0"
     timezone: str = "UTC"
+    late_after_hours: float = Field(
+        default=26, gt=0, description="Freshness warns: a daily run plus two hours of slack."
+    )
+    stale_after_hours: float = Field(
+        default=50, gt=0, description="Freshness fails: two daily runs missed, and then some."
+    )
+
+    def freshness(self) -> dg.FreshnessPolicy:
+        return dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(hours=self.stale_after_hours),
+            warn_window=timedelta(hours=self.late_after_hours),
+        )
 
 
 class _Scaffolder(dg.Scaffolder):
@@ -153,7 +167,14 @@ class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
         names = IngestionNames.for_instance(self.name)
         api, source = self.api_resource()
         defaults = SyncDefaults(**self.sync.model_dump())
-        assets = build_finance_assets(self.selected_endpoints(), names, defaults)
+        assets = build_finance_assets(
+            self.selected_endpoints(), names, defaults, self.schedules.freshness()
+        )
+        # WARN when a table's columns change between two materializations (an upgrade
+        # of the models); the API's own new fields are the undocumented_fields check's.
+        schema_changes = dg.build_column_schema_change_checks(
+            assets=[assets], severity=dg.AssetCheckSeverity.WARN
+        )
         selection = dg.AssetSelection.assets(assets)
         incremental = dg.define_asset_job(
             name=names.incremental_job,
@@ -186,6 +207,7 @@ class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
         ]  # fmt: skip
         return dg.Definitions(
             assets=[assets],
+            asset_checks=schema_changes,
             jobs=[incremental, full_refresh],
             schedules=schedules,
             resources={

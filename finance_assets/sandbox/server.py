@@ -263,10 +263,13 @@ class Sandbox:
         self, name: str, updates: int = 0, inserts: int = 0, deletes: int = 0,
         after_requests: int = 0, change_children: bool = True,
         update_ids: list[str] | None = None, delete_ids: list[str] | None = None,
+        undocumented: dict[str, Any] | None = None,
     ) -> dict[str, list[str]]:
         """Update, insert and delete records, now or after the next N API requests.
 
         The ids are chosen up front and returned, so a test knows what will change.
+        ``undocumented`` fields are added to the updated records, as an API that starts
+        sending fields its contract does not name.
         """
         table = self.tables[BY_NAME[name].name]
         with self._mutation_lock:
@@ -291,6 +294,7 @@ class Sandbox:
                     record = table.find(record_id)
                     if record is not None:
                         self._generator.update(name, record, now, change_children)
+                        record.update(undocumented or {})
                         table.refresh(record)
                 for record_id in delete_ids:
                     table.delete(record_id)
