@@ -315,7 +315,8 @@ def build_failure_alert_sensor(
     same code location has its own sensor, so each failure is told once. Every such run
     is logged with its reason; it is posted to ``FINANCE_ALERT_WEBHOOK_URL`` (read at
     each evaluation) when that is set. Dagster's run-status cursor hands each failed run
-    to the sensor once.
+    to the sensor once. Runs executed in a CLI's own process (``dg launch``) belong to no
+    code location, and Dagster hands them to no code location's sensor.
     """
     job_names = frozenset(job.name for job in jobs)
     listed = ", ".join(sorted(job_names))
