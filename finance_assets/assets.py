@@ -55,6 +55,7 @@ class IngestionNames:
     full_refresh_job: str = "full_refresh"
     incremental_schedule: str = "finance_daily_schedule"
     full_refresh_schedule: str = "finance_weekly_full_refresh_schedule"
+    failure_sensor: str = "finance_run_failure_sensor"
 
     @classmethod
     def for_instance(cls, name: str) -> "IngestionNames":
@@ -71,6 +72,7 @@ class IngestionNames:
             full_refresh_job=f"{name}_full_refresh",
             incremental_schedule=f"{name}_daily_schedule",
             full_refresh_schedule=f"{name}_weekly_full_refresh_schedule",
+            failure_sensor=f"{name}_run_failure_sensor",
         )
 
     def asset_key(self, endpoint: Endpoint) -> dg.AssetKey:

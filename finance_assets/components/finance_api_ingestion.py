@@ -12,6 +12,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from finance_assets.alerts import build_failure_alert_sensor
 from finance_assets.assets import IngestionNames, SyncDefaults, build_finance_assets
 from finance_assets.components.connection import (
     ApiConnection,
@@ -210,6 +211,7 @@ class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
             asset_checks=schema_changes,
             jobs=[incremental, full_refresh],
             schedules=schedules,
+            sensors=[build_failure_alert_sensor(names.failure_sensor, [incremental, full_refresh])],
             resources={
                 names.api_resource: api,
                 names.warehouse_resource: DuckDBResource(database=self.database(source)),
