@@ -87,13 +87,15 @@ def asset_key(endpoint: Endpoint) -> dg.AssetKey:
     return DEFAULT_NAMES.asset_key(endpoint)
 
 
-@dataclass(frozen=True)
-class SyncDefaults:
-    """A deployment's defaults for what a run may override in its config (``SyncConfig``)."""
+class SyncDefaults(dg.Model, dg.Resolvable):
+    """A deployment's run settings (``sync:`` in defs.yaml); a run's config
+    (``SyncConfig``) may override each."""
 
-    parallel_endpoints: int = 4
-    cursor_margin_seconds: float = DEFAULT_MARGIN.total_seconds()
-    warehouse_lock_timeout_seconds: float = 120.0
+    model_config = {"frozen": True}
+
+    parallel_endpoints: int = Field(default=4, ge=1, le=16)
+    cursor_margin_seconds: float = Field(default=DEFAULT_MARGIN.total_seconds(), ge=0)
+    warehouse_lock_timeout_seconds: float = Field(default=120.0, ge=0)
 
 
 class SyncConfig(dg.Config):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 from pydantic import Field
@@ -11,6 +12,14 @@ from pydantic import Field
 from finance_assets.api import FinanceApiClient, FinanceApiError, RetryPolicy
 
 CONNECTION_FIELDS = ("base_url", "token_url", "client_id", "client_secret", "refresh_token")
+
+
+def api_source(base_url: str) -> str:
+    """How runs, metadata and the warehouse name an API: its base URL without any
+    credentials, query or trailing slash, so no secret rides along and one API has one name."""
+    parts = urlsplit(base_url.strip())
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme.lower(), host, parts.path.rstrip("/"), "", ""))
 
 
 def sandbox_source(seed: int, scale: float) -> str:
@@ -93,7 +102,7 @@ class FinanceApiResource(dg.ConfigurableResource):
             return sandbox_source(self.sandbox_seed, self.sandbox_scale)
         if not self.base_url:
             raise FinanceApiError(self._unconfigured())
-        return self.base_url.rstrip("/")
+        return api_source(self.base_url)
 
     def _unconfigured(self) -> str:
         missing = [name for name in CONNECTION_FIELDS if not getattr(self, name)]

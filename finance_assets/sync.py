@@ -6,6 +6,7 @@ ranges a page proves complete); nothing of Dagster.
 """
 
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -91,7 +92,7 @@ def _seen_range(page: Page, loaded: PageColumns) -> tuple[str, str] | None:
     if keys is None:
         return None
     low = LOWEST_KEY if page.number == 1 else keys[0]
-    high = HIGHEST_KEY if page.is_last and not page.has_more else keys[1]
+    high = HIGHEST_KEY if not page.has_more else keys[1]
     return low, high
 
 
@@ -115,11 +116,17 @@ def load_endpoint(
     since = _api_time(cursor_used) if cursor_used else None
     fetched = loaded_pages = 0
     pass_began: datetime | None = None
-    with warehouse.writer(endpoint, loaded_at, full_refresh=full) as writer:
-        pages = client.iter_pages(
-            endpoint.path, endpoint.data_selector, since,
-            decode=columnar.reader_for_pass(endpoint),
-        )
+    with (
+        warehouse.writer(endpoint, loaded_at, full_refresh=full) as writer,
+        closing(  # on any exit: no page is fetched ahead for a pass that failed
+            client.iter_pages(
+                endpoint.path,
+                endpoint.data_selector,
+                since,
+                decode=columnar.reader_for_pass(endpoint),
+            )
+        ) as pages,
+    ):
         for page in pages:
             loaded_pages += 1  # (requests also count pages guessed past the end)
             if pass_began is None:

@@ -20,13 +20,14 @@ from finance_assets.components.connection import (
     Setting,
     choose_source,
 )
-from finance_assets.resources import FinanceApiResource
+from finance_assets.resources import FinanceApiResource, api_source
 from finance_assets.warehouse import SOURCE_TABLE, recorded_source
 from finance_assets_tests.harness import (
     SCALE,
     api_for,
     cli_env,
     failure_headline,
+    failure_message,
     run,
     shipped_definitions,
 )
@@ -233,3 +234,24 @@ def test_the_rate_limit_variable_keeps_its_meaning(monkeypatch) -> None:
     monkeypatch.setenv("FINANCE_API_RATE_LIMIT_PER_MINUTE", "lots")
     refused = shipped_definitions().resources["finance_api"].configuration_error
     assert refused is not None and "FINANCE_API_RATE_LIMIT_PER_MINUTE is 'lots'" in refused
+
+
+def test_a_first_run_that_lands_nothing_does_not_bind_the_file(make_sandbox, tmp_path) -> None:
+    """A mistyped base URL fails every endpoint of the first run; the corrected URL then
+    loads into the same file (a source binds once data has landed)."""
+    sb = make_sandbox(scale=SCALE)
+    database = tmp_path / "w.duckdb"
+    typo = run(api_for(sb, base_url=sb.base_url + "/v1"), database, SELECTION)
+    assert not typo.success and "not found (404)" in failure_message(typo)
+    assert run(api_for(sb), database, SELECTION).success
+    with duckdb.connect(str(database), read_only=True) as conn:
+        assert recorded_source(conn) == sb.base_url
+    refused = run(api_for(sb, base_url=sb.base_url + "/v1"), database, SELECTION)
+    assert f"holds data from {sb.base_url}, but this run reads" in failure_headline(refused)
+
+
+def test_the_source_name_carries_no_credentials() -> None:
+    assert api_source("https://user:pw@API.Example.com:8443/books/?token=s3cret#x") == (
+        "https://api.example.com:8443/books"
+    )
+    assert api_source("https://api.example.com/") == "https://api.example.com"

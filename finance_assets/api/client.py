@@ -84,8 +84,8 @@ class EndpointRead(Iterator[Page]):
     """One pass over an endpoint's pages, which it yields in order.
 
     ``counts`` is what this pass cost at the API (requests, retries, 429s met, pages),
-    apart from any other reads sharing the client. ``close()`` (or leaving the loop)
-    stops the pages requested ahead.
+    apart from any other reads sharing the client. ``close()`` (or reading to the end)
+    stops the pages requested ahead; a reader that may stop early closes it.
     """
 
     def __init__(self, pages: Generator[Page, None, None], counts: RequestCounts) -> None:

@@ -44,14 +44,6 @@ class WarehouseSettings(dg.Model, dg.Resolvable):
     )
 
 
-class SyncSettings(dg.Model, dg.Resolvable):
-    """Defaults of every run; a run's config may override each."""
-
-    parallel_endpoints: int = Field(default=4, ge=1, le=16)
-    cursor_margin_seconds: float = Field(default=300.0, ge=0)
-    warehouse_lock_timeout_seconds: float = Field(default=120.0, ge=0)
-
-
 class ScheduleSettings(dg.Model, dg.Resolvable):
     """When the incremental sync and the full refresh (which finds deletions) run, and
     when an asset that has not landed since counts as late and as stale."""
@@ -118,7 +110,7 @@ class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
     connection: ApiConnection = ApiConnection()
     sandbox: SandboxSettings = SandboxSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
-    sync: SyncSettings = SyncSettings()
+    sync: SyncDefaults = SyncDefaults()
     schedules: ScheduleSettings = ScheduleSettings()
 
     def selected_endpoints(self) -> list[Endpoint]:
@@ -167,9 +159,8 @@ class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         names = IngestionNames.for_instance(self.name)
         api, source = self.api_resource()
-        defaults = SyncDefaults(**self.sync.model_dump())
         assets = build_finance_assets(
-            self.selected_endpoints(), names, defaults, self.schedules.freshness()
+            self.selected_endpoints(), names, self.sync, self.schedules.freshness()
         )
         # WARN when a table's columns change between two materializations (an upgrade
         # of the models); the API's own new fields are the undocumented_fields check's.

@@ -1,8 +1,10 @@
 """The source a warehouse file holds data from, so no run ever mixes two sources in one file.
 
 A file records its source (the API's base URL, or the sandbox with its seed and scale)
-in ``finance._source`` with the first load. A run from any other source refuses to
-write, before it sends a request, and leaves the file as it was: plausible synthetic
+in ``finance._source`` when a run first opens it; the source binds once data has
+landed (a first run that failed before any endpoint committed does not lock the file
+to a mistyped URL). A run from any other source refuses to write, before it sends a
+request, and leaves the file as it was: plausible synthetic
 numbers in real books are the worst failure a finance warehouse can have.
 
     python -m finance_assets.warehouse.source data/warehouse.duckdb --source https://api.example.com
@@ -17,7 +19,8 @@ import datetime as dt
 
 import duckdb
 
-from finance_assets.schema import SCHEMA, in_catalog
+from finance_assets.schema import SCHEMA, SYNC_STATE_TABLE, current_catalog, in_catalog
+from finance_assets.warehouse.tables import existing_tables
 
 SOURCE_TABLE = f"{SCHEMA}._source"
 
@@ -28,28 +31,31 @@ class SourceMismatch(RuntimeError):
 
 def recorded_source(conn: duckdb.DuckDBPyConnection) -> str | None:
     """The source the file's data came from; None when none is recorded."""
-    if not _tables(conn, "_source"):
+    catalog = current_catalog(conn)
+    if SOURCE_TABLE not in existing_tables(conn, catalog):
         return None
-    row = conn.execute(f"SELECT source FROM {_source_table(conn)}").fetchone()
+    row = conn.execute(f"SELECT source FROM {in_catalog(catalog, SOURCE_TABLE)}").fetchone()
     return str(row[0]) if row else None
 
 
 def check_source(conn: duckdb.DuckDBPyConnection, source: str, database: str) -> bool:
     """Raise ``SourceMismatch`` unless the file may receive ``source``'s data (reads only).
 
-    Returns whether the source still has to be recorded (a new file); the caller does
-    that with ``record_source`` in the transaction of its first write.
+    Returns whether the source still has to be recorded (a new file, or one whose
+    recorded source never got data); the caller does that with ``record_source`` in
+    the transaction of its first write.
     """
     recorded = recorded_source(conn)
     if recorded == source:
         return False
-    if recorded is not None:
+    holds_data = _holds_data(conn)
+    if recorded is not None and holds_data:
         raise SourceMismatch(
             f"{database} holds data from {recorded}, but this run reads {source}; nothing was "
             "written. Point FINANCE_DUCKDB_PATH (or the warehouse path in defs.yaml) at "
             "another file, so the two sources never mix."
         )
-    if _tables(conn):
+    if recorded is None and holds_data:
         raise SourceMismatch(
             f"{database} holds finance tables but no record of their source (it was written "
             f"before sources were recorded); nothing was written. If its data came from "
@@ -62,9 +68,9 @@ def check_source(conn: duckdb.DuckDBPyConnection, source: str, database: str) ->
 
 def record_source(conn: duckdb.DuckDBPyConnection, source: str) -> None:
     """Record ``source`` as the file's (the caller owns the transaction)."""
-    catalog = _catalog(conn)
+    catalog = current_catalog(conn)
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {in_catalog(catalog, SCHEMA)}")
-    table = _source_table(conn)
+    table = in_catalog(catalog, SOURCE_TABLE)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (source VARCHAR, recorded_at TIMESTAMPTZ)")
     conn.execute(f"DELETE FROM {table}")
     conn.execute(
@@ -72,24 +78,17 @@ def record_source(conn: duckdb.DuckDBPyConnection, source: str) -> None:
     )
 
 
-def _catalog(conn: duckdb.DuckDBPyConnection) -> str:
-    row = conn.execute("SELECT current_database()").fetchone()
-    assert row is not None
-    return str(row[0])
-
-
-def _source_table(conn: duckdb.DuckDBPyConnection) -> str:
-    return in_catalog(_catalog(conn), SOURCE_TABLE)
-
-
-def _tables(conn: duckdb.DuckDBPyConnection, name: str | None = None) -> list[str]:
-    """Tables of the ``finance`` schema (only ``name``, when given)."""
-    rows = conn.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = ? AND (? IS NULL OR table_name = ?)",
-        [SCHEMA, name, name],
-    ).fetchall()
-    return [r[0] for r in rows]
+def _holds_data(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether any resource has committed a load: every merge writes its sync state, and
+    a file written before sources were recorded has data tables."""
+    catalog = current_catalog(conn)
+    present = existing_tables(conn, catalog)
+    if SYNC_STATE_TABLE in present:
+        return bool(
+            conn.execute(f"SELECT count(*) FROM {in_catalog(catalog, SYNC_STATE_TABLE)}")
+            .fetchone()[0]  # type: ignore[index]
+        )
+    return bool(present - {SOURCE_TABLE})
 
 
 def main(argv: list[str] | None = None) -> int:
