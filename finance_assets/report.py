@@ -8,8 +8,11 @@ counts, sample ids). The exit code is for cron and CI:
 
 - 0: no ERROR-severity check's latest result failed (WARN failures do not count);
 - 1: at least one did;
-- 2: nothing to report: ``DAGSTER_HOME`` unset or not a directory, or the instance
-  holds no materialization or check result of any of the project's assets.
+- 2: nothing to report: ``DAGSTER_HOME`` unset, relative or not a directory, or the
+  instance holds no materialization or check result of any of the project's assets.
+
+(``make report`` turns any non-zero exit into make's own 2; cron and CI that must tell
+1 from 2 call the module.)
 
 The assets and checks come from the definitions, not from the instance, so an asset
 never run is listed as such instead of vanishing. Reading, building the report and
@@ -486,7 +489,7 @@ def _verdict(report: Report) -> str:
     if not failing:
         return f"No ERROR check failed (exit {report.exit_code})."
     names = ", ".join(f"{a.key} {c.name}" for a, c in failing)
-    return f"{len(failing)} ERROR check(s) failed: {names} (exit {report.exit_code})."
+    return f"{len(failing)} ERROR check(s) failed (exit {report.exit_code}): {names}."
 
 
 def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -259,9 +259,9 @@ def test_null_violations_fail_the_report_with_what_the_checks_name(
             (f["table"], f["column"], f["count"], tuple(f["sample_ids"]))
             for f in checks[0]["findings"]
         } == {(f.table, f.column, f.count, f.sample_ids) for f in nullability.findings}
-    assert plain.splitlines()[-1].startswith(f"{len(KEYS)} ERROR check(s) failed: ")
-    assert plain.rstrip().endswith("(exit 1).")
-    assert "## Failures" in markdown and markdown.rstrip().endswith("(exit 1).")
+    verdict = f"{len(KEYS)} ERROR check(s) failed (exit 1): "
+    assert plain.splitlines()[-1].startswith(verdict)
+    assert "## Failures" in markdown and markdown.splitlines()[-1].startswith(verdict)
     assert document["exit_code"] == 1
     assert sorted(document["failing_error_checks"]) == [f"{k}:{NULLABILITY}" for k in KEYS]
     monkeypatch.setenv("DAGSTER_HOME", str(nulls.home))
@@ -307,7 +307,7 @@ def test_a_warn_failure_keeps_exit_0_an_error_failure_does_not() -> None:
         assert report.exit_code == EXIT_ERROR_CHECK_FAILED
         assert [(a.key, c.name) for a, c in report.failing] == [("invoices", "quarantine")]
         assert render_plain(report).splitlines()[-1] == (
-            "1 ERROR check(s) failed: invoices quarantine (exit 1)."
+            "1 ERROR check(s) failed (exit 1): invoices quarantine."
         )
 
         assert evaluate(True, dg.AssetCheckSeverity.ERROR).exit_code == EXIT_OK
