@@ -96,7 +96,7 @@ class CheckStatus:
 class Freshness:
     """The asset's freshness under its time-window policy, from its latest materialization."""
 
-    state: str  # FRESH, WARN, FAIL, NEVER_MATERIALIZED or NO_POLICY
+    state: str  # FRESH, WARN, FAIL, NEVER_MATERIALIZED, NO_POLICY (or names another policy)
     warn_window: timedelta | None = None
     fail_window: timedelta | None = None
     age: timedelta | None = None
