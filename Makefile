@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test dev sandbox lint bench clean
+.PHONY: demo report test dev sandbox lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(BIN)/.installed: pyproject.toml
 
 demo: $(BIN)/.installed  ## the main job on the sandbox, into data/sandbox.duckdb, then a summary
 	$(BIN)/python -m finance_assets.demo
+
+report: $(BIN)/.installed  ## latest materializations and check results (exit 1: an ERROR check failed)
+	@DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} $(BIN)/python -m finance_assets.report $(if $(FORMAT),--format $(FORMAT))
 
 test: $(BIN)/.installed  ## the test suite (sandbox on loopback, temporary DuckDB files)
 	$(BIN)/python -m pytest -q

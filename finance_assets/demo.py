@@ -1,5 +1,5 @@
 """The main job on the sandbox: materialize all sixteen assets with their checks, then
-print what landed.
+print what landed and the check report of the instance it used.
 
 Runs the real Dagster path (``dg launch --job finance_daily``) in a child process with
 the sandbox chosen explicitly, so the demo never reads a configured API and never
@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     for table, count in rows:
         print(f"{table:<42}{count:>10}")
     print("job succeeded" if status == 0 else f"job FAILED (exit {status}); see the log above")
+    # The report's exit code is for cron and CI (make report); the demo's stays the job's.
+    print(f"\n$ python -m finance_assets.report   (DAGSTER_HOME={home})", flush=True)
+    report = [sys.executable, "-m", "finance_assets.report"]
+    subprocess.run(report, env=env, cwd=PROJECT_ROOT, check=False)
     return status
 
 

@@ -1,0 +1,420 @@
+"""The report without the UI: real runs against the sandbox into temporary DuckDB files, a
+real Dagster instance, the report in its three formats, its exit codes and its command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from io import StringIO
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+import yaml
+
+from finance_assets.checks import CHECKS, NULLABILITY
+from finance_assets.endpoints import BY_NAME, ENDPOINTS
+from finance_assets.report import (
+    EXIT_ERROR_CHECK_FAILED,
+    EXIT_NOTHING_TO_REPORT,
+    EXIT_OK,
+    FAIL,
+    FORMATS,
+    FRESH,
+    NEVER_MATERIALIZED,
+    NO_POLICY,
+    WARN,
+    AssetStatus,
+    Report,
+    build_report,
+    print_report,
+    render_json,
+    render_markdown,
+    render_plain,
+)
+from finance_assets.sandbox import Sandbox
+from finance_assets_tests.harness import SCALE, api_for, non_nullable, run, shipped_definitions
+
+KEYS = sorted(e.name for e in ENDPOINTS)
+POLICY = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=50), warn_window=timedelta(hours=26)
+)
+
+
+@dataclass
+class Ran:
+    """One real run into a real instance: what the report should say about it."""
+
+    instance: dg.DagsterInstance
+    home: Path  # the instance's DAGSTER_HOME (its dagster.yaml turns telemetry off)
+    database: Path
+    source: str
+    result: dg.ExecuteInProcessResult
+    started: datetime
+    finished: datetime
+
+
+def ran(sb: Sandbox, instance: dg.DagsterInstance, home: Path, database: Path, **kwargs) -> Ran:
+    api = api_for(sb)
+    started = datetime.now(timezone.utc)
+    result = run(api, database, instance=instance, **kwargs)
+    return Ran(instance, home, database, api.source, result, started, datetime.now(timezone.utc))
+
+
+@contextmanager
+def one_run(sb: Sandbox, folder: Path) -> Iterator[Ran]:
+    """All sixteen assets run once into a new instance under ``folder``."""
+    home = folder / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home), set_dagster_home=False) as instance:
+        yield ran(sb, instance, home, folder / "w.duckdb")
+
+
+@pytest.fixture(scope="module")
+def clean_sandbox(make_module_sandbox) -> Sandbox:
+    return make_module_sandbox(scale=SCALE)
+
+
+@pytest.fixture(scope="module")
+def clean(clean_sandbox: Sandbox, tmp_path_factory) -> Iterator[Ran]:
+    """One run on clean data, shared read-only by this module's tests."""
+    with one_run(clean_sandbox, tmp_path_factory.mktemp("clean")) as done:
+        assert done.result.success
+        yield done
+
+
+@pytest.fixture(scope="module")
+def null_sandbox(make_module_sandbox) -> Sandbox:
+    """Up to two records of every resource with a NULL in a non-nullable field."""
+    return make_module_sandbox(scale=SCALE, null_violations=2)
+
+
+@pytest.fixture(scope="module")
+def nulls(null_sandbox: Sandbox, tmp_path_factory) -> Iterator[Ran]:
+    """One run on the null-violating sandbox, shared read-only."""
+    with one_run(null_sandbox, tmp_path_factory.mktemp("nulls")) as done:
+        yield done
+
+
+def by_key(report: Report) -> dict[str, AssetStatus]:
+    return {a.key: a for a in report.assets}
+
+
+def rows_in(database: Path, table: str) -> int:
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return conn.execute(f"select count(*) from finance.{table}").fetchone()[0]
+
+
+def expected_freshness(key: str) -> str:
+    """Fresh right after a run, under whatever policy the project's definitions give now."""
+    specs = {s.key.to_user_string(): s for s in shipped_definitions().resolve_all_asset_specs()}
+    return NO_POLICY if specs[key].freshness_policy is None else FRESH
+
+
+# ---------- clean data: every asset, every check, three formats, exit 0 ----------
+def test_clean_run_reports_each_materialization_and_check(clean: Ran) -> None:
+    report = build_report(clean.instance, shipped_definitions())
+    assets = by_key(report)
+    assert sorted(assets) == KEYS
+    run_id = clean.result.run_id
+    for key, asset in assets.items():
+        assert clean.started <= asset.materialized_at <= clean.finished, key
+        assert asset.run_id == run_id
+        assert asset.rows == rows_in(clean.database, key) > 0
+        assert (asset.mode, asset.source) == ("full", clean.source)
+        assert asset.freshness.state == expected_freshness(key)
+        assert [c.name for c in asset.checks] == list(CHECKS)
+        for check in asset.checks:
+            assert (check.passed, check.severity, check.run_id) == (True, "ERROR", run_id)
+            assert check.description and not check.findings
+            assert clean.started <= check.evaluated_at <= clean.finished
+    assert report.failing == [] and report.exit_code == EXIT_OK
+
+
+def test_plain_table(clean: Ran) -> None:
+    report = build_report(clean.instance, shipped_definitions(), where=str(clean.home))
+    lines = render_plain(report).splitlines()
+    assert lines[0].startswith(f"Dagster instance {clean.home}, at ")
+    assert lines[2].split() == [
+        "asset",
+        "last",
+        "materialized",
+        "rows",
+        "mode",
+        "source",
+        "freshness",
+    ]
+    for asset in report.assets:
+        row = next(line for line in lines if line.startswith(asset.key + " "))
+        when = asset.materialized_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        assert when in row and f" {asset.rows:,} " in row
+        assert f" full  {clean.source}  {asset.freshness.state}" in row
+        for check in asset.checks:
+            cells = next(
+                line.split(None, 4) for line in lines if line.split()[:2] == [asset.key, check.name]
+            )
+            assert cells == [asset.key, check.name, "passed", "ERROR", check.description]
+    assert lines[-1] == "No ERROR check failed (exit 0)."
+
+
+def test_markdown(clean: Ran) -> None:
+    report = build_report(clean.instance, shipped_definitions(), where=str(clean.home))
+    lines = render_markdown(report).splitlines()
+    assert lines[0] == f"# Asset report: {clean.home}"
+    assert "| asset | last materialized | rows | mode | source | freshness |" in lines
+    assert "## Checks" in lines and "## Failures" not in lines
+    for asset in report.assets:
+        when = asset.materialized_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        cells = [asset.key, when, f"{asset.rows:,}", "full", clean.source, asset.freshness.text()]
+        assert "| " + " | ".join(cells) + " |" in lines
+        for check in asset.checks:
+            assert f"| {asset.key} | {check.name} | passed | ERROR | {check.description} |" in lines
+    assert lines[-1] == "No ERROR check failed (exit 0)."
+
+
+def test_json(clean: Ran) -> None:
+    report = build_report(clean.instance, shipped_definitions(), where=str(clean.home))
+    document = json.loads(render_json(report))
+    assert document["instance"] == str(clean.home)
+    assert document["exit_code"] == 0 and document["failing_error_checks"] == []
+    assert datetime.fromisoformat(document["generated_at"]) == report.generated_at
+    assert [a["key"] for a in document["assets"]] == KEYS
+    for asset in document["assets"]:
+        at = datetime.fromisoformat(asset["materialized_at"])
+        assert clean.started <= at <= clean.finished
+        assert asset["run_id"] == clean.result.run_id
+        assert asset["rows"] == rows_in(clean.database, asset["key"])
+        assert (asset["mode"], asset["source"]) == ("full", clean.source)
+        assert asset["freshness"]["state"] == expected_freshness(asset["key"])
+        assert [c["name"] for c in asset["checks"]] == list(CHECKS)
+        for check in asset["checks"]:
+            assert check["passed"] is True and check["severity"] == "ERROR"
+            assert check["description"] and check["findings"] == []
+            assert check["run_id"] == clean.result.run_id
+            assert clean.started <= datetime.fromisoformat(check["evaluated_at"]) <= clean.finished
+        nullability = asset["checks"][0]["metadata"]
+        assert nullability["null_values"] == 0 and nullability["columns_checked"] > 0
+
+
+def test_the_command_prints_each_format_and_exits_0(
+    clean: Ran, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(clean.home))
+    for fmt, first in [
+        ("plain", "Dagster instance"),
+        ("markdown", "# Asset report"),
+        ("json", "{"),
+    ]:
+        out = StringIO()
+        assert print_report(fmt, out=out) == EXIT_OK
+        assert out.getvalue().startswith(first) and str(clean.home) in out.getvalue()
+
+
+# ---------- failures and exit codes ----------
+def expected_nulls(sb: Sandbox, name: str) -> dict[tuple[str, str], set[str]]:
+    """(table, column) -> ids of the sandbox's records with a NULL where the model forbids it."""
+    endpoint = BY_NAME[name]
+    out: dict[tuple[str, str], set[str]] = {}
+    for record in sb.records(name):
+        for field in non_nullable(endpoint.model):
+            if record.get(field, "") is None:
+                column = f"_{field}_count" if field in endpoint.children else field
+                out.setdefault((f"finance.{name}", column), set()).add(str(record["id"]))
+    return out
+
+
+def test_null_violations_fail_the_report_with_what_the_checks_name(
+    null_sandbox: Sandbox, nulls: Ran, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = build_report(nulls.instance, shipped_definitions())
+    assert report.exit_code == EXIT_ERROR_CHECK_FAILED
+    assert {(a.key, c.name) for a, c in report.failing} == {(k, NULLABILITY) for k in KEYS}
+    plain, markdown = render_plain(report), render_markdown(report)
+    document = json.loads(render_json(report))
+    for asset in report.assets:
+        nullability, primary_key, quarantine = asset.checks
+        assert primary_key.passed and quarantine.passed
+        assert (nullability.passed, nullability.severity) == (False, "ERROR")
+        expected = expected_nulls(null_sandbox, asset.key)
+        assert {(f.table, f.column): set(f.sample_ids) for f in nullability.findings} == expected
+        counts = sum(f.count for f in nullability.findings)
+        assert counts == nullability.metadata["null_values"] == sum(map(len, expected.values()))
+        for finding in nullability.findings:
+            line = (
+                f"{finding.table}.{finding.column}: {finding.count} NULL(s); "
+                f"sample ids: {', '.join(finding.sample_ids)}"
+            )
+            assert f"\n    - {line}\n" in plain and f"\n  - {line}\n" in markdown
+        checks = next(a for a in document["assets"] if a["key"] == asset.key)["checks"]
+        assert checks[0]["passed"] is False and checks[0]["severity"] == "ERROR"
+        assert {
+            (f["table"], f["column"], f["count"], tuple(f["sample_ids"]))
+            for f in checks[0]["findings"]
+        } == {(f.table, f.column, f.count, f.sample_ids) for f in nullability.findings}
+    verdict = f"{len(KEYS)} ERROR check(s) failed (exit 1): "
+    assert plain.splitlines()[-1].startswith(verdict)
+    assert "## Failures" in markdown and markdown.splitlines()[-1].startswith(verdict)
+    assert document["exit_code"] == 1
+    assert sorted(document["failing_error_checks"]) == [f"{k}:{NULLABILITY}" for k in KEYS]
+    monkeypatch.setenv("DAGSTER_HOME", str(nulls.home))
+    for fmt in FORMATS:
+        assert print_report(fmt, out=StringIO()) == EXIT_ERROR_CHECK_FAILED
+
+
+def test_a_warn_failure_keeps_exit_0_an_error_failure_does_not() -> None:
+    """The latest result counts: a WARN failure, then an ERROR one, then a pass."""
+    key = dg.AssetKey("invoices")
+    with dg.instance_for_test() as instance:
+
+        def evaluate(passed: bool, severity: dg.AssetCheckSeverity) -> Report:
+            instance.report_runless_asset_event(
+                dg.AssetCheckEvaluation(
+                    asset_key=key,
+                    check_name="quarantine",
+                    passed=passed,
+                    severity=severity,
+                    description="reported from outside a run",
+                    metadata={
+                        "quarantined": 3,
+                        "table": "finance._rejected",
+                        "sample_ids": dg.MetadataValue.json(["a", "b", "c"]),
+                    },
+                )
+            )
+            return build_report(instance, shipped_definitions())
+
+        report = evaluate(False, dg.AssetCheckSeverity.WARN)
+        quarantine = by_key(report)["invoices"].checks[2]
+        assert (quarantine.passed, quarantine.severity) == (False, "WARN")
+        assert [f.text() for f in quarantine.findings] == [
+            "finance._rejected: 3 quarantined record(s); sample ids: a, b, c"
+        ]
+        assert report.exit_code == EXIT_OK
+        assert any(
+            line.split()[:4] == ["invoices", "quarantine", "FAILED", "WARN"]
+            for line in render_plain(report).splitlines()
+        )
+
+        report = evaluate(False, dg.AssetCheckSeverity.ERROR)
+        assert report.exit_code == EXIT_ERROR_CHECK_FAILED
+        assert [(a.key, c.name) for a, c in report.failing] == [("invoices", "quarantine")]
+        assert render_plain(report).splitlines()[-1] == (
+            "1 ERROR check(s) failed (exit 1): invoices quarantine."
+        )
+
+        assert evaluate(True, dg.AssetCheckSeverity.ERROR).exit_code == EXIT_OK
+
+
+# ---------- never run, the latest run, freshness ----------
+def test_a_never_run_asset_is_listed_then_the_latest_run_is_reported(
+    clean_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home), set_dagster_home=False) as instance:
+        first = ran(clean_sandbox, instance, home, tmp_path / "w.duckdb", selection=["invoices"])
+        report = build_report(instance, shipped_definitions())
+        assets = by_key(report)
+        assert sorted(assets) == KEYS  # from the definitions, not only what the instance saw
+        assert assets["invoices"].run_id == first.result.run_id
+        for key in set(KEYS) - {"invoices"}:
+            assert assets[key].materialized_at is None and assets[key].rows is None
+            assert [c.result for c in assets[key].checks] == ["never evaluated"] * 3
+            assert assets[key].freshness.state in (NO_POLICY, NEVER_MATERIALIZED)
+        assert report.exit_code == EXIT_OK
+        assert any(
+            line.split()[:3] == ["users", "never", "materialized"]
+            for line in render_plain(report).splitlines()
+        )
+        users = json.loads(render_json(report))["assets"][-1]
+        assert users["materialized_at"] is None and users["checks"][0]["passed"] is None
+
+        second = ran(clean_sandbox, instance, home, tmp_path / "w.duckdb")
+        for asset in build_report(instance, shipped_definitions()).assets:
+            mode = "incremental" if asset.key == "invoices" else "full"
+            assert (asset.mode, asset.run_id) == (mode, second.result.run_id), asset.key
+            assert second.started <= asset.materialized_at <= second.finished
+            assert {c.run_id for c in asset.checks} == {second.result.run_id}
+
+
+def with_policy(policy: dg.FreshnessPolicy | None) -> dg.Definitions:
+    """The project's definitions with ``policy`` on every asset (None: none at all)."""
+    with warnings.catch_warnings():  # map_asset_specs is a preview API
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return shipped_definitions().map_asset_specs(
+            func=lambda spec: spec.replace_attributes(freshness_policy=policy)
+        )
+
+
+def test_freshness_follows_the_policy_of_the_definitions(clean: Ran) -> None:
+    defs = with_policy(POLICY)
+    at = by_key(build_report(clean.instance, defs))["invoices"].materialized_at
+    states = [
+        by_key(build_report(clean.instance, defs, now=at + timedelta(hours=h)))["invoices"]
+        for h in (1, 27, 51)
+    ]
+    assert [a.freshness.state for a in states] == [FRESH, WARN, FAIL]
+    assert [a.freshness.text() for a in states] == [
+        "fresh (1h old)",
+        "warn (27h old > 26h)",
+        "fail (51h old > 50h)",
+    ]
+    later = build_report(clean.instance, defs, now=at + timedelta(hours=27))
+    assert "  warn (27h old > 26h)" in render_plain(later)
+    document = json.loads(render_json(later))
+    freshness = next(a for a in document["assets"] if a["key"] == "invoices")["freshness"]
+    assert freshness == {
+        "state": WARN,
+        "age_seconds": 27 * 3600,
+        "warn_window_seconds": 26 * 3600,
+        "fail_window_seconds": 50 * 3600,
+    }
+    with dg.instance_for_test() as empty:
+        never = by_key(build_report(empty, defs))["invoices"].freshness
+        assert (never.state, never.warn_window, never.fail_window) == (
+            NEVER_MATERIALIZED,
+            timedelta(hours=26),
+            timedelta(hours=50),
+        )
+    no_policy = build_report(clean.instance, with_policy(None)).assets
+    assert {a.freshness.state for a in no_policy} == {NO_POLICY}
+    assert "  no policy\n" in render_plain(build_report(clean.instance, with_policy(None)))
+
+
+# ---------- nothing to report, and the command as cron and CI run it ----------
+def test_nothing_to_report_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    with dg.instance_for_test():  # DAGSTER_HOME is this empty instance's while it is open
+        out = StringIO()
+        assert print_report(out=out) == EXIT_NOTHING_TO_REPORT
+        assert out.getvalue().startswith("The Dagster instance at ")
+        assert len(out.getvalue().strip().splitlines()) == 1
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    out = StringIO()
+    assert print_report(out=out) == EXIT_NOTHING_TO_REPORT
+    assert out.getvalue().startswith("DAGSTER_HOME is not set")
+
+
+def test_the_command_in_its_own_process(nulls: Ran, tmp_path: Path) -> None:
+    dagster_yaml = yaml.safe_load((nulls.home / "dagster.yaml").read_text())
+    assert dagster_yaml["telemetry"] == {"enabled": False}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FINANCE_", "DAGSTER_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "finance_assets.report", "--format", "json"],
+        env={**env, "DAGSTER_HOME": str(nulls.home)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == EXIT_ERROR_CHECK_FAILED, done.stderr
+    document = json.loads(done.stdout)
+    assert document["instance"] == str(nulls.home) and document["exit_code"] == 1
+    assert sorted(document["failing_error_checks"]) == [f"{k}:{NULLABILITY}" for k in KEYS]
