@@ -244,15 +244,18 @@ def _undocumented_fields(
     if not started:
         known = ", ".join(sorted({f.field for f in fields})) or "none"
         description = f"No undocumented field the API started to send (known: {known})."
-        return _result(key, UNDOCUMENTED_FIELDS, True, description, metadata)
-    named = ", ".join(f"{f.table}.{f.field} ({f.records} records)" for f in started)
+    else:
+        named = ", ".join(f"{f.table}.{f.field} ({f.records} records)" for f in started)
+        description = (
+            f"The API started to send undocumented fields: {named}; they are kept in _extra. "
+            "Check the API's changelog: a new field often comes before a changed one."
+        )
     return dg.AssetCheckResult(
         asset_key=key,
         check_name=UNDOCUMENTED_FIELDS,
-        passed=False,
+        passed=not started,
         severity=dg.AssetCheckSeverity.WARN,
-        description=f"The API started to send undocumented fields: {named}; they are kept in "
-        "_extra. Check the API's changelog: a new field often comes before a changed one.",
+        description=description,
         metadata=metadata,
     )
 
