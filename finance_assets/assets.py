@@ -149,7 +149,7 @@ def _spec(
     return dg.AssetSpec(
         key=names.asset_key(endpoint),
         description=f"{endpoint.description} From `GET {endpoint.path}` into "
-        f"`{table_name(endpoint)}`.",
+        f"`{table_name(endpoint)}`.{_freshness_text(freshness)}",
         group_name=names.group,
         freshness_policy=freshness,
         kinds={"duckdb", "python"},
@@ -163,6 +163,16 @@ def _spec(
         },
         skippable=True,
     )
+
+
+def _freshness_text(policy: dg.FreshnessPolicy | None) -> str:
+    """The policy in words, for the description (``dg list defs`` and the catalog show it)."""
+    warn, fail = getattr(policy, "warn_window", None), getattr(policy, "fail_window", None)
+    if fail is None:
+        return ""
+    hours = [f"{w.to_timedelta().total_seconds() / 3600:g} h" for w in (warn, fail) if w]
+    late = f"late {hours[0]}, " if warn else ""
+    return f" Freshness: {late}stale {hours[-1]} after its last materialization."
 
 
 def _materialization(

@@ -66,3 +66,16 @@ def test_a_scaffolded_second_instance_loads_beside_the_first(project_copy: Path)
     assert {"finance_daily", "full_refresh", "eu_books_daily", "eu_books_full_refresh"} <= set(jobs)
     assert {"finance_api", "duckdb", "eu_books_api", "eu_books_duckdb"} == set(resources)
     assert database == "data/eu_books_sandbox.duckdb"  # its own file, not the first's
+
+
+def test_dg_list_defs_shows_freshness_blocking_and_schema_checks_and_the_sensor() -> None:
+    listed = dg("list", "defs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    defs = json.loads(listed.stdout)
+    invoices = next(a for a in defs["assets"] if a["asset_key"] == "invoices")
+    assert "Freshness: late 26 h, stale 50 h" in invoices["description"]
+    checks = {c["key"]: c for c in defs["asset_checks"] if c["asset_key"] == "invoices"}
+    for name in ("nullability", "primary_key", "quarantine"):
+        assert checks[f"invoices:{name}"]["description"].startswith("Blocking.")
+    assert {"invoices:undocumented_fields", "invoices:column_schema_change"} <= set(checks)
+    assert [s["name"] for s in defs["sensors"]] == ["finance_run_failure_sensor"]

@@ -54,7 +54,7 @@ def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.Ass
             NULLABILITY,
             asset=key,
             description=(
-                f"No NULL in any field the API documents as non-nullable, in {tables}. "
+                f"Blocking. No NULL in any field the API documents as non-nullable, in {tables}. "
                 "Such records are loaded as they came so this check can name them."
             ),
             blocking=True,
@@ -63,7 +63,8 @@ def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.Ass
             PRIMARY_KEY,
             asset=key,
             description=(
-                f"`{endpoint.primary_key}` is never NULL and unique in {table_name(endpoint)}; "
+                f"Blocking. `{endpoint.primary_key}` is never NULL and unique in "
+                f"{table_name(endpoint)}; "
                 f"child tables have unique ({PARENT_ID_COLUMN}, {POSITION_COLUMN}) and no "
                 "orphan rows."
             ),
@@ -73,8 +74,8 @@ def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.Ass
             QUARANTINE,
             asset=key,
             description=(
-                f"No record of `{endpoint.name}` is quarantined in {REJECTED_TABLE}: every "
-                "record the API sent fit the schema (wrong types, unparseable dates and "
+                f"Blocking. No record of `{endpoint.name}` is quarantined in {REJECTED_TABLE}: "
+                "every record the API sent fit the schema (wrong types, unparseable dates and "
                 "non-numeric amounts land there with their reason)."
             ),
             blocking=True,
