@@ -103,6 +103,8 @@ def test_materialize_all_runs_every_asset_with_its_checks(
     expect(page.get_by_text(first_line)).to_be_visible()
     shots.take(page, "run-source")
     log_filter.fill("")
+    log_filter.press("Escape")  # closes the filter's suggestions (a popover)
+    expect(page.get_by_role("dialog")).to_be_hidden()
     expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible()
     shots.take(page, "run", docs="run.png")
 
