@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo report test dev sandbox lint bench clean
+.PHONY: demo report test dev sandbox lint bench screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ dev: $(BIN)/.installed  ## the Dagster UI on http://127.0.0.1:3000 (dg dev, DAGS
 
 sandbox: $(BIN)/.installed  ## the sandbox API alone on http://127.0.0.1:8765
 	$(BIN)/python -m finance_assets.sandbox --port 8765
+
+screenshots: $(BIN)/.installed  ## the README's pictures (docs/*.png) taken again from the current UI by the browser tests
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q finance_assets_tests/test_ui.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check finance_assets finance_assets_tests benchmarks

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from finance_assets.sandbox import (
     DEMO_CLIENT_ID,
@@ -15,6 +17,7 @@ from finance_assets.sandbox import (
     Sandbox,
     SandboxConfig,
 )
+from finance_assets_tests.harness import CHROMIUM, CHROMIUM_FLAGS, EXPECT_SECONDS, DagsterDev
 
 SMALL_SCALE = 0.05  # about 1,000 records: fast, yet several pages per big resource
 
@@ -70,6 +73,36 @@ def sandbox(make_sandbox: SandboxFactory) -> Sandbox:
 def sandbox_scale1(make_session_sandbox: SandboxFactory) -> Sandbox:
     """The full-size (scale 1) sandbox; tests must not mutate or reconfigure it."""
     return make_session_sandbox(scale=1.0)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium under Playwright, for the tests of one module."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM}")
+    expect.set_options(timeout=EXPECT_SECONDS * 1000)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def start_dagster_dev(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., DagsterDev]]:
+    """``start_dagster_dev(**FINANCE_variables) -> DagsterDev``, answering; each is stopped
+    (its whole process group) when the module's tests are done."""
+    started: list[DagsterDev] = []
+
+    def start(**finance: str) -> DagsterDev:
+        workdir: Path = tmp_path_factory.mktemp("dg-dev")
+        started.append(DagsterDev(workdir, **finance))
+        return started[-1].start()
+
+    yield start
+    for ui in started:
+        ui.stop()
 
 
 def fetch_token(sandbox: Sandbox, client: httpx.Client | None = None) -> str:

@@ -7,9 +7,15 @@ process must be observed or killed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -17,13 +23,17 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import httpx
+import pytest
 from dagster_duckdb import DuckDBResource
+from playwright.sync_api import Locator, Page, expect
 
 from finance_assets.assets import DEFAULT_NAMES, build_finance_assets
-from finance_assets.endpoints import ENDPOINTS, Endpoint
+from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
 from finance_assets.models import DecimalType
 from finance_assets.resources import FinanceApiResource
 from finance_assets.sandbox import Sandbox
+from finance_assets.schema import field_specs
 
 SYNC_OP = DEFAULT_NAMES.sync_op  # the run-config key of the assets' op
 
@@ -277,3 +287,208 @@ def cli_output(cwd: Path) -> str:
     return "".join(
         (cwd / name).read_text(errors="replace") for name in ("stdout.txt", "stderr.txt")
     )
+
+
+# ---------- the Dagster UI in a real browser (test_ui*.py) ----------
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DG = Path(sys.executable).with_name("dg")
+# Debian's Chromium (``apt-get install chromium``); Playwright's own browser download is
+# not used. The flags keep it off the network it would otherwise call on its own.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)",
+)
+# Every step's screenshot lands here (gitignored); UPDATE_SCREENSHOTS=1 also copies the
+# README's three into docs/.
+UI_ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "ui"
+DOCS = PROJECT_ROOT / "docs"
+VIEWPORT = {"width": 1600, "height": 1000}
+UI_START_SECONDS = 120
+EXPECT_SECONDS = 15  # what the UI is expected to show, after a click, within
+RUN_SECONDS = 240  # a Materialize all, from the click to the run page's Success
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DagsterDev:
+    """``dg dev`` from the project root, as a user starts it, on a free port with its own
+    temporary ``DAGSTER_HOME`` (telemetry off) and only the ``FINANCE_*`` variables given.
+
+    It runs in its own process group (the webserver, the daemon, the code server and
+    each run are its children), stopped whole by ``stop``.
+    """
+
+    def __init__(self, workdir: Path, **finance: str) -> None:
+        self.workdir = workdir
+        self.home = workdir / "dagster_home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / "dg-dev.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FINANCE_", "DAGSTER_"))}
+        env.update(DAGSTER_HOME=str(self.home), VIRTUAL_ENV=sys.prefix, **finance)
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> DagsterDev:
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [str(DG), "dev", "--port", str(self.port)],
+                cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + UI_START_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dg dev exited ({self.process.returncode}):\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/server_info", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"dg dev did not answer in {UI_START_SECONDS} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        """SIGTERM to the whole process group (dg dev shuts its services down in a few
+        seconds), then SIGKILL to any member still running after 30 s."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=30)
+        while time.monotonic() < deadline and _running_in_group(process.pid):
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def _running_in_group(pgid: int) -> bool:
+    """Whether a process of the group still runs (zombies, which only wait to be reaped
+    by their parent, do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # pid (comm) state ppid pgrp ...: split after the command, which may hold spaces
+            state, _ppid, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
+            if int(pgrp) == pgid and state != "Z":
+                return True
+    return False
+
+
+class Screenshots:
+    """Numbered screenshots of one scenario's steps under ``UI_ARTIFACTS/<scenario>``."""
+
+    def __init__(self, scenario: str) -> None:
+        self.folder = UI_ARTIFACTS / scenario
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+        self.taken = 0
+
+    def take(self, page: Page, step: str, docs: str | None = None) -> Path:
+        """Save the page as ``NN-step.png``; with ``UPDATE_SCREENSHOTS=1``, also as
+        ``docs/<docs>`` (the README's pictures)."""
+        self.taken += 1
+        path = self.folder / f"{self.taken:02d}-{step}.png"
+        page.screenshot(path=str(path))
+        print(f"screenshot: {path}")
+        if docs and os.environ.get("UPDATE_SCREENSHOTS") == "1":
+            DOCS.mkdir(exist_ok=True)
+            shutil.copyfile(path, DOCS / docs)
+        return path
+
+
+def nav(page: Page, item: str) -> None:
+    """Click an entry of the UI's left navigation (Overview, Runs, Catalog, ...)."""
+    page.get_by_role("navigation").get_by_role("link", name=re.compile(rf"\b{item}$")).click()
+
+
+def dismiss_first_visit_dialog(page: Page, shots: Screenshots) -> None:
+    """A new instance greets its first visitor with a dialog; Skip closes it for good."""
+    dialog = page.get_by_role("dialog").filter(has_text="Join the Dagster community")
+    expect(dialog).to_be_visible()
+    shots.take(page, "first-visit-dialog")
+    dialog.get_by_role("button", name="Skip").click()
+    expect(dialog).to_be_hidden()
+
+
+def materialize_all(page: Page, shots: Screenshots) -> str:
+    """Lineage, Materialize all, then the run the notification links to, watched until it
+    ends; returns the run page's address once it says Success."""
+    nav(page, "Lineage")
+    page.get_by_role("button", name=re.compile(r"Materialize all$")).click()
+    notifications = page.get_by_role("region", name=re.compile("Notifications"))
+    expect(notifications.get_by_text("Launched run")).to_be_visible(timeout=60_000)
+    notifications.get_by_role("link", name="View").click()
+    expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+    status = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$"))
+    expect(status).to_be_visible(timeout=RUN_SECONDS * 1000)
+    shots.take(page, "finished-run")
+    assert status.inner_text() == "Success", f"the run ended {status.inner_text()}"
+    return page.url
+
+
+def open_checks(page: Page, asset: str) -> None:
+    """Catalog, the asset, its Checks tab."""
+    nav(page, "Catalog")
+    page.get_by_role("link", name=re.compile(rf"^{asset}( {asset})?$")).click()
+    page.get_by_role("tab", name="Checks").click()
+    expect(page).to_have_url(re.compile(rf"/assets/{asset}\?(.*&)?view=checks"))
+    expect(page.get_by_role("tab", name="Checks", selected=True)).to_be_visible()
+
+
+def select_check(page: Page, check: str) -> Locator:
+    """Click a check in the asset's list of checks; returns its 'Evaluation result' (read
+    it after something only this check shows, such as its metadata: the panel may still
+    show the check selected before for a moment)."""
+    page.get_by_title(check, exact=True).click()
+    expect(page).to_have_url(re.compile(rf"[?&]checkDetail={check}(&|$)"))
+    result = page.get_by_text("Evaluation result", exact=True).locator("..")
+    expect(result).to_be_visible()
+    return result
+
+
+def metadata_row(page: Page, key: str, value: str | None = None) -> Locator:
+    """A row of the metadata table: its key, and its value when given."""
+    name = f"{key} {value}" if value is not None else key
+    return page.get_by_role("row", name=re.compile(rf"^{re.escape(name)}\b"))
+
+
+def null_violations(sb: Sandbox, resource: str) -> dict[str, list[str]]:
+    """Records the sandbox serves with a null in a field (or a nested item's field) the
+    schema says is never null: id -> the fields."""
+    specs = field_specs(BY_NAME[resource].model)
+    found: dict[str, list[str]] = {}
+    for record in sb.records(resource):
+        fields = [s.name for s in specs if not s.nullable and record.get(s.name) is None]
+        for spec in specs:
+            if spec.item_model is None or not record.get(spec.name):
+                continue
+            item_specs = [s for s in field_specs(spec.item_model) if not s.nullable]
+            fields += [
+                f"{spec.name}.{s.name}"
+                for item in record[spec.name]
+                for s in item_specs
+                if item.get(s.name) is None
+            ]
+        if fields:
+            found[record["id"]] = fields
+    return found

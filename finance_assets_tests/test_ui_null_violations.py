@@ -1,0 +1,126 @@
+"""The Dagster UI in a real browser, on an API that sends nulls its contract forbids.
+
+A sandbox server started here with ``null_violations=1`` puts one record with a null in a
+non-nullable field into every resource; the sandbox cannot confine that to some
+resources, so its admin API then deletes those records from every other resource. The
+UI, started with ``dg dev`` and pointed at the server as at a real API (its base URL,
+token URL and demo credentials), must show the nullability check failed on exactly
+the assets whose data still holds such nulls, as the sandbox's own records say, and
+passed on the others. Screenshots: ``finance_assets_tests/artifacts/ui/null-violations/``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
+from finance_assets.sandbox import (
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    DEMO_REFRESH_TOKEN,
+    Sandbox,
+)
+from finance_assets.schema import child_table_name, table_name
+from finance_assets_tests.harness import (
+    VIEWPORT,
+    DagsterDev,
+    Screenshots,
+    dismiss_first_visit_dialog,
+    materialize_all,
+    metadata_row,
+    needs_chromium,
+    null_violations,
+    open_checks,
+    select_check,
+)
+
+pytestmark = needs_chromium
+
+ASSETS = [e.name for e in ENDPOINTS]
+CLEARED = ASSETS[1::2]  # resources whose null violations the sandbox is told to delete
+
+
+@pytest.fixture(scope="module")
+def sandbox(make_module_sandbox) -> Sandbox:
+    sb = make_module_sandbox(null_violations=1)
+    for resource in CLEARED:
+        sb.mutate(resource, delete_ids=list(null_violations(sb, resource)))
+    return sb
+
+
+@pytest.fixture(scope="module")
+def nulls(sandbox: Sandbox) -> dict[str, list[str]]:
+    """Per asset, each null the sandbox serves in a field that is never null."""
+    return {
+        asset: [field for fields in null_violations(sandbox, asset).values() for field in fields]
+        for asset in ASSETS
+    }
+
+
+def column_of(endpoint: Endpoint, field: str) -> str:
+    """The column the nullability check names for a null field: ``array.field`` is in the
+    array's child table, and a null array shows as the parent's ``_<array>_count``."""
+    array, _, nested = field.partition(".")
+    if nested:
+        return f"{child_table_name(endpoint, array)}.{nested}"
+    if field in endpoint.children:
+        return f"{table_name(endpoint)}._{field}_count"
+    return f"{table_name(endpoint)}.{field}"
+
+
+@pytest.fixture(scope="module")
+def shots() -> Screenshots:
+    return Screenshots("null-violations")
+
+
+@pytest.fixture(scope="module")
+def ui(
+    sandbox: Sandbox, start_dagster_dev: Callable[..., DagsterDev], tmp_path_factory
+) -> DagsterDev:
+    warehouse = tmp_path_factory.mktemp("warehouse") / "api.duckdb"
+    return start_dagster_dev(
+        FINANCE_SOURCE="api",
+        FINANCE_API_BASE_URL=sandbox.base_url,
+        FINANCE_API_TOKEN_URL=sandbox.token_url,
+        FINANCE_API_CLIENT_ID=DEMO_CLIENT_ID,
+        FINANCE_API_CLIENT_SECRET=DEMO_CLIENT_SECRET,
+        FINANCE_API_REFRESH_TOKEN=DEMO_REFRESH_TOKEN,
+        FINANCE_DUCKDB_PATH=str(warehouse),
+    )
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, ui: DagsterDev, shots: Screenshots) -> Iterator[Page]:
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    page.goto(ui.url)
+    dismiss_first_visit_dialog(page, shots)
+    yield page
+    context.close()
+
+
+def test_the_sandbox_serves_nulls_in_half_of_the_resources(nulls: dict[str, list[str]]) -> None:
+    assert {asset for asset, found in nulls.items() if found} == set(ASSETS) - set(CLEARED)
+
+
+def test_nullability_fails_on_exactly_the_assets_whose_data_has_nulls(
+    page: Page, shots: Screenshots, nulls: dict[str, list[str]]
+) -> None:
+    materialize_all(page, shots)  # the checks are non-blocking: the run still succeeds
+    for asset, found in nulls.items():
+        open_checks(page, asset)
+        result = select_check(page, "nullability")
+        expect(metadata_row(page, "null_values", str(len(found)))).to_be_visible()
+        if found:
+            sentence = page.get_by_text(re.compile(r"NULL\(s\) in non-nullable columns: "))
+            for field in found:
+                expect(sentence).to_contain_text(column_of(BY_NAME[asset], field))
+            expect(result).to_contain_text("Failed")
+        else:
+            expect(result).to_contain_text("Passed")
+        shots.take(page, f"{asset}-nullability")
