@@ -430,9 +430,9 @@ def dismiss_first_visit_dialog(page: Page, shots: Screenshots) -> None:
     expect(dialog).to_be_hidden()
 
 
-def materialize_all(page: Page, shots: Screenshots) -> str:
+def materialize_all(page: Page, shots: Screenshots, ends: str = "Success") -> str:
     """Lineage, Materialize all, then the run the notification links to, watched until it
-    ends; returns the run page's address once it says Success."""
+    ends; returns the run page's address once it says how it ``ends``."""
     nav(page, "Lineage")
     page.get_by_role("button", name=re.compile(r"Materialize all$")).click()
     notifications = page.get_by_role("region", name=re.compile("Notifications"))
@@ -442,7 +442,7 @@ def materialize_all(page: Page, shots: Screenshots) -> str:
     status = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$"))
     expect(status).to_be_visible(timeout=RUN_SECONDS * 1000)
     shots.take(page, "finished-run")
-    assert status.inner_text() == "Success", f"the run ended {status.inner_text()}"
+    assert status.inner_text() == ends, f"the run ended {status.inner_text()}"
     return page.url
 
 

@@ -111,7 +111,9 @@ def test_the_sandbox_serves_nulls_in_half_of_the_resources(nulls: dict[str, list
 def test_nullability_fails_on_exactly_the_assets_whose_data_has_nulls(
     page: Page, shots: Screenshots, nulls: dict[str, list[str]]
 ) -> None:
-    materialize_all(page, shots)  # the checks are non-blocking: the run still succeeds
+    # Everything loads as it came, then the blocking nullability checks fail the run.
+    materialize_all(page, shots, ends="Failure")
+    expect(page.get_by_text(re.compile("blocking asset checks? failed")).first).to_be_visible()
     for asset, found in nulls.items():
         open_checks(page, asset)
         result = select_check(page, "nullability")
