@@ -26,7 +26,7 @@ import duckdb
 import httpx
 import pytest
 from dagster_duckdb import DuckDBResource
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from finance_assets.assets import DEFAULT_NAMES, build_finance_assets
 from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
@@ -428,6 +428,20 @@ def dismiss_first_visit_dialog(page: Page, shots: Screenshots) -> None:
     shots.take(page, "first-visit-dialog")
     dialog.get_by_role("button", name="Skip").click()
     expect(dialog).to_be_hidden()
+
+
+@contextlib.contextmanager
+def opened_ui(browser: Browser, url: str, shots: Screenshots) -> Iterator[Page]:
+    """The UI open in a new browser profile, its first-visit dialog dismissed."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    page.goto(url)
+    dismiss_first_visit_dialog(page, shots)
+    try:
+        yield page
+    finally:
+        context.close()
 
 
 def materialize_all(page: Page, shots: Screenshots, ends: str = "Success") -> str:

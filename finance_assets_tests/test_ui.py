@@ -18,15 +18,14 @@ from playwright.sync_api import Browser, Page, expect
 from finance_assets.endpoints import ENDPOINTS
 from finance_assets.sandbox import Sandbox, SandboxConfig
 from finance_assets_tests.harness import (
-    VIEWPORT,
     DagsterDev,
     Screenshots,
-    dismiss_first_visit_dialog,
     materialize_all,
     metadata_row,
     nav,
     needs_chromium,
     open_checks,
+    opened_ui,
     select_check,
     shipped_definitions,
 )
@@ -56,13 +55,8 @@ def ui(start_dagster_dev: Callable[..., DagsterDev], tmp_path_factory) -> Dagste
 @pytest.fixture(scope="module")
 def page(browser: Browser, ui: DagsterDev, shots: Screenshots) -> Iterator[Page]:
     """The UI open in a new browser profile, its first-visit dialog dismissed."""
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    page.goto(ui.url)
-    dismiss_first_visit_dialog(page, shots)
-    yield page
-    context.close()
+    with opened_ui(browser, ui.url, shots) as page:
+        yield page
 
 
 @pytest.fixture(scope="module")

@@ -26,15 +26,14 @@ from finance_assets.sandbox import (
 )
 from finance_assets.schema import child_table_name, table_name
 from finance_assets_tests.harness import (
-    VIEWPORT,
     DagsterDev,
     Screenshots,
-    dismiss_first_visit_dialog,
     materialize_all,
     metadata_row,
     needs_chromium,
     null_violations,
     open_checks,
+    opened_ui,
     select_check,
 )
 
@@ -95,13 +94,9 @@ def ui(
 
 @pytest.fixture(scope="module")
 def page(browser: Browser, ui: DagsterDev, shots: Screenshots) -> Iterator[Page]:
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    page.goto(ui.url)
-    dismiss_first_visit_dialog(page, shots)
-    yield page
-    context.close()
+    """The UI open in a new browser profile, its first-visit dialog dismissed."""
+    with opened_ui(browser, ui.url, shots) as page:
+        yield page
 
 
 def test_the_sandbox_serves_nulls_in_half_of_the_resources(nulls: dict[str, list[str]]) -> None:
