@@ -137,15 +137,13 @@ def choose_source(
         return "api"
     if not present and choice != "api":
         return "sandbox"
-    if not present:
-        raise ConfigurationError(
-            f"{chosen.label if chosen else 'source'} is 'api' but {_listed(missing)} "
-            f"{_are(missing)} not set: set all five to read the real API."
-        )
     labels = [s.label for s in present]
+    chose_api = f"{chosen.label if chosen else 'source'} is 'api' but " if choice == "api" else ""
+    joined = "while" if chose_api else "but"
+    also_set = f", {joined} {_listed(labels)} {_are(labels)}" if labels else ""
+    remedy = "to read the real API" if chose_api else "for the real API, or none for the sandbox"
     raise ConfigurationError(
-        f"{_listed(missing)} {_are(missing)} not set, but {_listed(labels)} {_are(labels)}: "
-        "set all five for the real API, or none for the sandbox."
+        f"{chose_api}{_listed(missing)} {_are(missing)} not set{also_set}: set all five {remedy}."
     )
 
 

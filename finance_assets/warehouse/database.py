@@ -60,10 +60,6 @@ class Warehouse:
         before its first sync."""
         return tables.read_cursor(self.conn, self.catalog, endpoint)
 
-    def existing_tables(self) -> set[str]:
-        """Qualified names of the tables in the ``finance`` schema."""
-        return tables.existing_tables(self.conn, self.catalog)
-
     def row_estimates(self) -> dict[str, int]:
         """Rows per table of the ``finance`` schema from DuckDB's catalog (no table scan)."""
         return tables.row_estimates(self.conn, self.catalog)
