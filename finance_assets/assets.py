@@ -1,10 +1,11 @@
 """One factory over the endpoint list: sixteen subsettable assets in one multi-asset.
 
-One op serves every selected endpoint so a run mints one access token (providers
-cap token mints) and one process writes the DuckDB file. Endpoints are fetched
-concurrently (bounded), each validated and merged in its own transaction; one
-failing endpoint does not keep the others from landing, and the run then fails
-naming it.
+One op serves every selected endpoint of one organization, so a run mints one access
+token (providers cap token mints). Endpoints are fetched concurrently (bounded) and
+staged in the run's own DuckDB file; each is then merged in its own transaction in a
+short window with the warehouse attached, so runs of other organizations write the same
+file in turns. One failing endpoint does not keep the others from landing, and the run
+then fails naming it.
 """
 
 from collections.abc import Iterator, Sequence

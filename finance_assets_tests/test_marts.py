@@ -32,19 +32,6 @@ KEY_COLUMNS = {"ar_aging": 3, "ap_aging": 3, "cash_position": 3, "revenue_by_mon
                "trial_balance": 2, "customer_balances": 2, "finance_kpis": 2}
 
 
-def add_organization_column(database: Path) -> None:
-    """Until the ingestion writes ``_organization`` (issue 13), the single-connection key."""
-    with duckdb.connect(str(database)) as conn:
-        tables = conn.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'finance' "
-            "AND NOT starts_with(table_name, '_')").fetchall()  # fmt: skip
-        for (table,) in tables:
-            columns = {r[0] for r in conn.execute(f"DESCRIBE finance.{table}").fetchall()}
-            if "_organization" not in columns:
-                conn.execute(f"ALTER TABLE finance.{table} ADD COLUMN _organization VARCHAR "
-                             "DEFAULT 'default'")
-
-
 def build_marts(database: Path, as_of: dt.date | None = EDGE_AS_OF) -> dg.ExecuteInProcessResult:
     config = {"as_of": as_of.isoformat()} if as_of else {}
     return dg.materialize(
@@ -56,9 +43,8 @@ def build_marts(database: Path, as_of: dt.date | None = EDGE_AS_OF) -> dg.Execut
     )
 
 
-def load(sb: Sandbox, database: Path, full_refresh: bool = False, last: bool = True) -> None:
-    """The finance assets from the sandbox (in-memory run storage: quick); the last load
-    adds the organization column."""
+def load(sb: Sandbox, database: Path, full_refresh: bool = False) -> None:
+    """The finance assets from the sandbox (in-memory run storage: quick)."""
     result = dg.materialize(
         [build_finance_assets()],
         resources={
@@ -70,8 +56,6 @@ def load(sb: Sandbox, database: Path, full_refresh: bool = False, last: bool = T
         raise_on_error=False,
     )
     assert result.success
-    if last:
-        add_organization_column(database)
 
 
 def mart_rows(database: Path, name: str, as_of: dt.date = EDGE_AS_OF) -> dict[tuple, tuple]:
@@ -95,7 +79,7 @@ def books(make_module_sandbox, tmp_path_factory) -> tuple[Sandbox, Path, dg.Exec
     refresh (soft-deleted), and the marts built as of the edge cases' date."""
     sb = make_module_sandbox(scale=SCALE)
     database = tmp_path_factory.mktemp("marts") / "warehouse.duckdb"
-    load(sb, database, last=False)
+    load(sb, database)
     gone = next(i for i in sb.records("invoices")
                 if i["status"] == "sent" and i["balance"] != 0 and i["date"] < "2025-06-01")
     sb.mutate("invoices", delete_ids=[gone["id"]])

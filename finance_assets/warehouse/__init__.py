@@ -1,12 +1,14 @@
 """DuckDB warehouse: one table per resource, child tables for nested arrays.
 
 Writes are bulk and transactional: a ``Writer`` stages a resource's pages in
-committed batches (``staging.py``, ``writer.py``), then one transaction upserts by
-``id``, quarantines, marks proven deletions and saves the cursor (``merge.py``); on
-any exception the resource's tables stay as they were. ``tables.py`` derives the
-tables from the models and reads counts back; ``lock.py`` waits for DuckDB's
-one-writer-per-file lock; ``source.py`` keeps each file to the one source its data
-came from. Nothing here knows HTTP or Dagster.
+committed batches (``staging.py``, ``writer.py``), in the run's own file
+(``run_file.py``), then one transaction upserts by (organization, ``id``),
+quarantines, marks proven deletions and saves the cursor (``merge.py``); on any
+exception the resource's tables stay as they were. ``window.py`` attaches the
+warehouse file only for such moments; ``lock.py`` waits for DuckDB's
+one-writer-per-file lock; ``tables.py`` derives the tables from the models, upgrades
+older layouts and reads counts back; ``source.py`` keeps each organization to the one
+source its data came from. Nothing here knows HTTP or Dagster.
 """
 
 from finance_assets.warehouse.database import Warehouse
