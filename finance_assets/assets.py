@@ -9,12 +9,14 @@ naming it.
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import duckdb as duckdb_
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
@@ -23,18 +25,22 @@ from finance_assets.api import AuthError, FinanceApiError
 from finance_assets.endpoints import ENDPOINTS, Endpoint
 from finance_assets.records import columnar
 from finance_assets.resources import FinanceApiResource
-from finance_assets.schema import table_name
+from finance_assets.schema import DEFAULT_ORGANIZATION, table_name
 from finance_assets.sync import DEFAULT_MARGIN, LoadReport, load_endpoint
 from finance_assets.warehouse import (
+    AttachedWarehouse,
+    OwnDatabase,
     SourceMismatch,
     Warehouse,
+    WarehouseAccess,
     WarehouseBusyError,
     check_source,
-    locked_connection,
     record_source,
+    run_database,
 )
 
 SOURCE_TAG = "finance/source"  # the run tag naming what a run reads
+ORGANIZATION_TAG = "finance/organization"  # the run tag naming whose books a run reads
 
 
 @dataclass(frozen=True)
@@ -176,7 +182,12 @@ def _freshness_text(policy: dg.FreshnessPolicy | None) -> str:
 
 
 def _materialization(
-    key: dg.AssetKey, endpoint: Endpoint, report: LoadReport, row_count: int, source: str
+    key: dg.AssetKey,
+    endpoint: Endpoint,
+    report: LoadReport,
+    row_count: int,
+    source: str,
+    organization: str,
 ) -> dg.MaterializeResult:
     stats = report.stats
     return dg.MaterializeResult(
@@ -186,6 +197,7 @@ def _materialization(
             "dagster/column_schema": checks.column_schema(endpoint),
             "dagster/table_name": table_name(endpoint),
             "source": dg.MetadataValue.text(source),
+            "organization": dg.MetadataValue.text(organization),
             "mode": dg.MetadataValue.text(report.mode),
             "cursor_used": dg.MetadataValue.text(
                 report.cursor_used.isoformat() if report.cursor_used else "none (full read)"
@@ -206,12 +218,9 @@ def _materialization(
     )
 
 
-def _open_warehouse(duckdb: DuckDBResource, lock_timeout: float) -> AbstractContextManager:
-    """The DuckDB file of the resource, waiting (bounded) while another process writes it."""
-    database = duckdb.database
-    if database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    return locked_connection(database, lock_timeout, config=duckdb.connection_config)
+def _staging_config(duckdb: DuckDBResource) -> dict[str, Any]:
+    """The resource's DuckDB settings that reach the warehouse (e.g. a MotherDuck token)."""
+    return dict(duckdb.connection_config or {})
 
 
 def load_order(warehouse: Warehouse, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
@@ -238,18 +247,25 @@ def build_finance_assets(
     names: IngestionNames = DEFAULT_NAMES,
     defaults: SyncDefaults = SyncDefaults(),  # noqa: B008 - frozen
     freshness: dg.FreshnessPolicy | None = None,
+    organizations: dg.StaticPartitionsDefinition | None = None,
 ) -> dg.AssetsDefinition:
     """The multi-asset over ``endpoints``; each asset can be materialized alone.
 
     ``freshness`` is each asset's policy: how long after its last successful
-    materialization it is late (warn) and stale (fail), matching its schedule."""
+    materialization it is late (warn) and stale (fail), matching its schedule. With
+    ``organizations``, every asset and check is partitioned by organization and a run
+    syncs one (a backfill launches one run per organization)."""
     by_key = {names.asset_key(e): e for e in endpoints}
 
     @dg.multi_asset(
         name=names.sync_op,
         specs=[_spec(e, names, freshness) for e in endpoints],
-        check_specs=[s for e in endpoints for s in checks.check_specs(e, names.asset_key(e))],
+        check_specs=[
+            s for e in endpoints for s in checks.check_specs(e, names.asset_key(e), organizations)
+        ],
         can_subset=True,
+        partitions_def=organizations,
+        backfill_policy=dg.BackfillPolicy.multi_run(1) if organizations else None,
         pool=names.pool,
         required_resource_keys={names.api_resource, names.warehouse_resource},
         description="Reads the selected endpoints of the financial API into DuckDB.",
@@ -274,37 +290,44 @@ def _sync(
     selected: list[Endpoint],
     names: IngestionNames,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    organization = context.partition_key if context.has_partition_key else DEFAULT_ORGANIZATION
+    whose = "" if organization == DEFAULT_ORGANIZATION else f" (organization {organization})"
     try:
-        source = api.source
+        source = api.source_of(organization)
     except FinanceApiError as exc:
-        raise dg.Failure(description=str(exc)) from None
+        raise dg.Failure(description=api.explain(organization, str(exc))) from None
     mode = "full refresh" if config.full_refresh else "incremental"
     context.log.info(
-        f"Reading {source} into {duckdb.database}: {len(selected)} endpoints, {mode}."
+        f"Reading {source}{whose} into {duckdb.database}: {len(selected)} endpoints, {mode}."
     )
-    context.instance.add_run_tags(context.run.run_id, {SOURCE_TAG: source})
+    context.instance.add_run_tags(
+        context.run.run_id, {SOURCE_TAG: source, ORGANIZATION_TAG: organization}
+    )
     wanted_checks = context.selected_asset_check_keys
     failures: list[tuple[Endpoint, Exception]] = []
+    database, timeout = duckdb.database, settings.warehouse_lock_timeout_seconds
     with ExitStack() as opened:
         opened.enter_context(columnar.arrow_system_allocator())
         try:  # a setup error is the run's headline, in one sentence, before any write
-            client = opened.enter_context(api.client())  # refuses a bad URL, sends nothing
-            conn = opened.enter_context(
-                _open_warehouse(duckdb, settings.warehouse_lock_timeout_seconds)
-            )
-            new_file = check_source(conn, source, duckdb.database)
+            client = opened.enter_context(api.client(organization))  # refuses a bad URL
+            conn, access = _warehouse_access(opened, duckdb, timeout)
+            with access.open(conn) as catalog:  # a first short window: may this file take it?
+                new_source = check_source(conn, source, database, organization, catalog)
             client.authenticate()  # the token endpoint is asked once; a refusal ends the run
         except (FinanceApiError, WarehouseBusyError, SourceMismatch) as exc:
-            raise dg.Failure(description=str(exc)) from None
-        warehouse = Warehouse(conn)
-        warehouse.drop_leftover_staging()  # once, before any writer starts
-        conn.begin()  # DDL up front, with the source: concurrent CREATEs would conflict
-        if new_file:
-            record_source(conn, source)
-        for endpoint in selected:
-            warehouse.ensure_tables(endpoint)
-        conn.commit()
-        catalog = checks.read_catalog(conn)  # no DDL on finance tables from here on
+            raise dg.Failure(description=api.explain(organization, str(exc))) from None
+        warehouse = Warehouse(conn, organization, access)
+        with access.open(conn) as catalog:  # DDL up front: concurrent CREATEs would conflict
+            warehouse.drop_leftover_staging()  # (staging of runs before each had its own file)
+            conn.begin()
+            if new_source:
+                record_source(conn, source, organization, catalog)
+            for endpoint in selected:
+                warehouse.ensure_tables(endpoint)
+            conn.commit()
+            # No DDL on finance tables from here on; the checks see this organization's rows.
+            check_catalog = checks.read_catalog(conn, catalog, organization)
+            order = load_order(warehouse, selected)
         margin = timedelta(seconds=settings.cursor_margin_seconds)
         known_fields = {  # what the previous checks saw, read here: workers do not touch Dagster
             e.name: checks.known_undocumented_fields(context.instance, names.asset_key(e))
@@ -315,17 +338,19 @@ def _sync(
             """Load, count and check one endpoint, all in this worker thread: the main
             thread only hands the results to Dagster (its event writes need the GIL)."""
             with conn.cursor() as own:  # a connection of its own: its own transaction
-                wh = Warehouse(own)
+                wh = Warehouse(own, organization, access)
                 report = load_endpoint(client, wh, endpoint, config.full_refresh, margin)
                 key = names.asset_key(endpoint)
-                results = checks.run_checks(
-                    own, endpoint, key, catalog=catalog, known_fields=known_fields[endpoint.name]
-                )
-                return report, wh.row_count(endpoint), results
+                with access.open(own):  # counted and checked in one more short window
+                    results = checks.run_checks(
+                        own, endpoint, key, catalog=check_catalog,
+                        known_fields=known_fields[endpoint.name],
+                    )  # fmt: skip
+                    return report, wh.row_count(endpoint), results
 
         workers = min(settings.parallel_endpoints, len(selected)) or 1
         with ThreadPoolExecutor(workers, thread_name_prefix="finance-endpoint") as pool:
-            futures = {pool.submit(load, e): e for e in load_order(warehouse, selected)}
+            futures = {pool.submit(load, e): e for e in order}
             for future in as_completed(futures):
                 endpoint = futures[future]
                 try:
@@ -342,9 +367,25 @@ def _sync(
                     f"{report.seconds:.2f}s"
                 )
                 key = names.asset_key(endpoint)
-                yield _materialization(key, endpoint, report, rows, source)
+                yield _materialization(key, endpoint, report, rows, source, organization)
                 for result in results:
                     if dg.AssetCheckKey(key, result.check_name) in wanted_checks:
                         yield result
     if failures:
-        raise _failure(failures, len(selected))
+        failure = _failure(failures, len(selected))
+        raise dg.Failure(description=api.explain(organization, failure.description or ""))
+
+
+def _warehouse_access(
+    opened: ExitStack, duckdb: DuckDBResource, lock_timeout: float
+) -> tuple[duckdb_.DuckDBPyConnection, WarehouseAccess]:
+    """The run's connection and how it reaches the warehouse: a file of its own for
+    staging with the warehouse attached in short windows, so runs of several
+    organizations fetch side by side; an in-memory warehouse is the connection itself."""
+    if duckdb.database == ":memory:":
+        conn = opened.enter_context(duckdb_.connect(":memory:", config=_staging_config(duckdb)))
+        return conn, OwnDatabase(conn)
+    if not duckdb.database.startswith("md:"):
+        Path(duckdb.database).parent.mkdir(parents=True, exist_ok=True)
+    conn = opened.enter_context(run_database(_staging_config(duckdb)))
+    return conn, AttachedWarehouse(conn, duckdb.database, lock_timeout)

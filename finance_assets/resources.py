@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
@@ -10,6 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from finance_assets.api import FinanceApiClient, FinanceApiError, RetryPolicy
+from finance_assets.schema import DEFAULT_ORGANIZATION
 
 CONNECTION_FIELDS = ("base_url", "token_url", "client_id", "client_secret", "refresh_token")
 
@@ -25,6 +27,69 @@ def api_source(base_url: str) -> str:
 def sandbox_source(seed: int, scale: float) -> str:
     """How a warehouse records sandbox data: its seed and scale decide every record."""
     return f"sandbox (seed {seed}, scale {scale:g})"
+
+
+class OrganizationConnection(dg.Config):
+    """One declared organization as a run reaches it: its API by URL with its secrets named
+    by environment variable (read when a run starts), or a sandbox of its own."""
+
+    key: str = Field(description="The organization's key: its partition.")
+    base_url: str | None = Field(default=None, description="API base URL.")
+    token_url: str | None = Field(default=None, description="OAuth2 token URL.")
+    client_id_env: str | None = Field(default=None, description="Variable with the client id.")
+    client_secret_env: str | None = Field(default=None, description="Variable with the secret.")
+    refresh_token_env: str | None = Field(
+        default=None, description="Variable with the refresh token."
+    )
+    rate_limit_per_minute: int | None = Field(
+        default=None, ge=1, description="Cap on this organization's requests per minute."
+    )
+    use_sandbox: bool = Field(default=False, description="Served by a sandbox of its own.")
+    sandbox_seed: int = Field(default=42, description="Sandbox data seed (sandbox only).")
+    sandbox_scale: float = Field(default=1.0, gt=0, description="Sandbox size (sandbox only).")
+    sandbox_rate_limit_per_minute: int | None = Field(
+        default=None, description="The limit the sandbox enforces (sandbox only)."
+    )
+
+    @property
+    def source(self) -> str:
+        if self.use_sandbox:
+            return sandbox_source(self.sandbox_seed, self.sandbox_scale)
+        return api_source(self.base_url or "")
+
+    def in_own_words(self, message: str) -> str:
+        """A client's sentence about the one connection, retold with this organization's
+        own variables and settings, and its key in front."""
+        own = {
+            "FINANCE_API_REFRESH_TOKEN": self.refresh_token_env,
+            "FINANCE_API_CLIENT_SECRET": self.client_secret_env,
+            "FINANCE_API_CLIENT_ID": self.client_id_env,
+            "FINANCE_API_BASE_URL": f"the base_url of organization {self.key}",
+            "FINANCE_API_TOKEN_URL": f"the token_url of organization {self.key}",
+        }
+        for generic, name in own.items():
+            message = message.replace(generic, name or generic)
+        prefix = f"organization {self.key}: "
+        return message if message.startswith(prefix) else prefix + message
+
+    def secrets(self) -> tuple[str, str, str]:
+        """Client id, secret and refresh token from their variables, read now; a missing
+        one fails this organization alone, in one sentence naming the variable."""
+        named = {
+            "client id": self.client_id_env,
+            "client secret": self.client_secret_env,
+            "refresh token": self.refresh_token_env,
+        }
+        unset = [
+            f"{env} (its {what})" for what, env in named.items() if not os.environ.get(env or "")
+        ]
+        if unset:
+            raise FinanceApiError(
+                f"organization {self.key}: {', '.join(unset)} {'is' if len(unset) == 1 else 'are'} "
+                "not set; set it in the environment of the runs, or remove the organization."
+            )
+        client_id, secret, refresh = (os.environ[env or ""] for env in named.values())
+        return client_id, secret, refresh
 
 
 class FinanceApiResource(dg.ConfigurableResource):
@@ -91,6 +156,38 @@ class FinanceApiResource(dg.ConfigurableResource):
     sandbox_scale: float = Field(
         default=1.0, gt=0, description="Sandbox size; 1 is about 20,000 records (sandbox only)."
     )
+    organizations: list[OrganizationConnection] = Field(
+        default_factory=list,
+        description="The declared organizations, each its own connection; empty: the one "
+        "connection above is the organization `default`.",
+    )
+
+    @property
+    def organization_keys(self) -> list[str]:
+        """The organizations runs can sync: the declared ones, else ``default``."""
+        return [o.key for o in self.organizations] or [DEFAULT_ORGANIZATION]
+
+    def _organization(self, key: str) -> OrganizationConnection | None:
+        if not self.organizations and key == DEFAULT_ORGANIZATION:
+            return None
+        for organization in self.organizations:
+            if organization.key == key:
+                return organization
+        raise FinanceApiError(
+            f"no organization {key!r} is declared; declared: {', '.join(self.organization_keys)}."
+        )
+
+    def explain(self, organization: str, message: str) -> str:
+        """``message`` as the organization's runs should say it (unchanged for ``default``)."""
+        declared = self._organization(organization) if self.organizations else None
+        return message if declared is None else declared.in_own_words(message)
+
+    def source_of(self, organization: str) -> str:
+        """What ``organization``'s runs read, as runs, metadata and the warehouse name it."""
+        declared = self._organization(organization)
+        if self.configuration_error:
+            raise FinanceApiError(self.configuration_error)
+        return self.source if declared is None else declared.source
 
     @property
     def source(self) -> str:
@@ -112,17 +209,19 @@ class FinanceApiResource(dg.ConfigurableResource):
         )
 
     @contextmanager
-    def client(self) -> Iterator[FinanceApiClient]:
-        """A client for one run: one access token shared by every asset of the run."""
+    def client(self, organization: str = DEFAULT_ORGANIZATION) -> Iterator[FinanceApiClient]:
+        """A client of one organization for one run: one access token shared by every
+        asset of the run, and the organization's own rate limit."""
+        declared = self._organization(organization)
+        if declared is not None:
+            with self._organization_client(declared) as client:
+                yield client
+            return
+        if self.configuration_error:
+            raise FinanceApiError(self.configuration_error)
         if self.use_sandbox:
-            from finance_assets.sandbox import Sandbox, SandboxConfig
-
-            config = SandboxConfig(seed=self.sandbox_seed, scale=self.sandbox_scale)
-            with Sandbox(config) as sb:
-                with self._client(
-                    sb.base_url, sb.token_url, sb.client_id, sb.client_secret, sb.refresh_token
-                ) as client:
-                    yield client
+            with self._sandbox_client(self.sandbox_seed, self.sandbox_scale, None) as client:
+                yield client
             return
         if not all(getattr(self, name) for name in CONNECTION_FIELDS):
             raise FinanceApiError(self._unconfigured())
@@ -133,8 +232,43 @@ class FinanceApiResource(dg.ConfigurableResource):
         ) as client:
             yield client
 
+    @contextmanager
+    def _organization_client(self, org: OrganizationConnection) -> Iterator[FinanceApiClient]:
+        if org.use_sandbox:
+            with self._sandbox_client(
+                org.sandbox_seed, org.sandbox_scale, org.sandbox_rate_limit_per_minute,
+                org.rate_limit_per_minute,
+            ) as client:  # fmt: skip
+                yield client
+            return
+        assert org.base_url and org.token_url
+        client_id, secret, refresh = org.secrets()
+        with self._client(
+            org.base_url, org.token_url, client_id, secret, refresh, org.rate_limit_per_minute
+        ) as client:
+            yield client
+
+    @contextmanager
+    def _sandbox_client(
+        self, seed: int, scale: float, enforced: int | None, cap: int | None = None
+    ) -> Iterator[FinanceApiClient]:
+        from finance_assets.sandbox import Sandbox, SandboxConfig
+
+        with Sandbox(SandboxConfig(seed=seed, scale=scale, rate_limit=enforced)) as sb:
+            with self._client(
+                sb.base_url, sb.token_url, sb.client_id, sb.client_secret, sb.refresh_token,
+                cap or self.rate_limit_per_minute,
+            ) as client:  # fmt: skip
+                yield client
+
     def _client(
-        self, base_url: str, token_url: str, client_id: str, secret: str, refresh: str
+        self,
+        base_url: str,
+        token_url: str,
+        client_id: str,
+        secret: str,
+        refresh: str,
+        rate_limit_per_minute: int | None = None,
     ) -> FinanceApiClient:
         return FinanceApiClient(
             base_url,
@@ -152,7 +286,7 @@ class FinanceApiResource(dg.ConfigurableResource):
                 max_elapsed=self.max_retry_seconds,
                 max_retry_after=self.max_retry_after_seconds,
             ),
-            rate_limit_per_minute=self.rate_limit_per_minute,
+            rate_limit_per_minute=rate_limit_per_minute or self.rate_limit_per_minute,
             max_in_flight=self.max_in_flight,
             pace_by_headers=self.pace_by_headers,
             prefetch_pages=self.prefetch_pages,

@@ -33,12 +33,17 @@ SCHEMA = "finance"
 EXTRA_COLUMN = "_extra"
 LOADED_AT_COLUMN = "_loaded_at"
 DELETED_AT_COLUMN = "_deleted_at"
+ORGANIZATION_COLUMN = "_organization"
+# The organization of a deployment with one connection (the ``FINANCE_API_*`` variables),
+# and of every row a warehouse held before organizations were recorded.
+DEFAULT_ORGANIZATION = "default"
 PARENT_ID_COLUMN = "parent_id"
 POSITION_COLUMN = "position"
 # In a page's child columns only: the parent record's row on the page.
 ROW_COLUMN = "_row"
 REJECTED_TABLE = f"{SCHEMA}._rejected"  # the quarantine: records the schema cannot hold
 SYNC_STATE_TABLE = f"{SCHEMA}._sync_state"  # each resource's cursor and last modes
+SOURCE_TABLE = f"{SCHEMA}._source"  # each organization's source (``warehouse/source.py``)
 
 # Identifiers are spliced into SQL unquoted; allow only plain lower-case names.
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -327,6 +332,15 @@ DELETED_AT_SPEC = ColumnSpec(
     "When a full refresh found the record gone from the API (soft delete); NULL while it exists.",
     "timestamp", from_model=False,
 )
+ORGANIZATION_SPEC = ColumnSpec(
+    ORGANIZATION_COLUMN,
+    "VARCHAR",
+    True,
+    "The organization (set of books) the record belongs to: its key in the deployment's "
+    "organizations, `default` with one connection.",
+    "string",
+    from_model=False,
+)
 PARENT_ID_SPEC = ColumnSpec(
     PARENT_ID_COLUMN, "VARCHAR", True, "`id` of the parent record.", "string", from_model=False,
 )
@@ -337,10 +351,18 @@ POSITION_SPEC = ColumnSpec(
 
 
 def column_specs(model: type[BaseModel]) -> list[ColumnSpec]:
-    """All columns of a parent table: model fields, ``_extra``, ``_loaded_at``, ``_deleted_at``."""
-    return [*model_columns(model), EXTRA_SPEC, LOADED_AT_SPEC, DELETED_AT_SPEC]
+    """All columns of a parent table: model fields, ``_extra``, ``_loaded_at``,
+    ``_deleted_at``, ``_organization`` (last: an upgraded table gains it at the end)."""
+    return [*model_columns(model), EXTRA_SPEC, LOADED_AT_SPEC, DELETED_AT_SPEC, ORGANIZATION_SPEC]
 
 
 def child_column_specs(item_model: type[BaseModel]) -> list[ColumnSpec]:
-    """All columns of a child table: ``parent_id``, ``position``, item fields, ``_extra``."""
-    return [PARENT_ID_SPEC, POSITION_SPEC, *model_columns(item_model), EXTRA_SPEC]
+    """All columns of a child table: ``parent_id``, ``position``, item fields, ``_extra``,
+    ``_organization``."""
+    return [
+        PARENT_ID_SPEC,
+        POSITION_SPEC,
+        *model_columns(item_model),
+        EXTRA_SPEC,
+        ORGANIZATION_SPEC,
+    ]

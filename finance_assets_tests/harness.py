@@ -122,24 +122,31 @@ def expected_rows(sb: Sandbox, endpoint: Endpoint, field: str | None) -> list[di
     return [dict(item, parent_id=r["id"]) for r in records for item in (r[field] or [])]
 
 
-def live_rows(endpoint: Endpoint, table: str, field: str | None) -> str:
-    """SQL for the rows of records that still exist (soft-deleted ones stay in the table)."""
+def live_rows(
+    endpoint: Endpoint, table: str, field: str | None, organization: str | None = None
+) -> str:
+    """SQL for the rows of records that still exist (soft-deleted ones stay in the table),
+    of one organization when given."""
     parent = f"finance.{endpoint.name}"
+    mine = f" and _organization = '{organization}'" if organization else ""
     if field is None:
-        return f"(select * from {parent} where _deleted_at is null)"
+        return f"(select * from {parent} where _deleted_at is null{mine})"
     return (
         f"(select * from {table} where parent_id in "
-        f"(select id from {parent} where _deleted_at is null))"
+        f"(select id from {parent} where _deleted_at is null{mine}){mine})"
     )
 
 
-def assert_warehouse_equals_sandbox(sb: Sandbox, database: Path) -> None:
-    """Live rows equal the sandbox's data: counts, ids, exact money sums, null counts."""
+def assert_warehouse_equals_sandbox(
+    sb: Sandbox, database: Path, organization: str | None = None
+) -> None:
+    """Live rows (of ``organization`` when given) equal the sandbox's data: counts, ids,
+    exact money sums, null counts."""
     with duckdb.connect(str(database), read_only=True) as conn:
         for endpoint in ENDPOINTS:
             for table, model, field in tables_of(endpoint):
                 rows = expected_rows(sb, endpoint, field)
-                live = live_rows(endpoint, table, field)
+                live = live_rows(endpoint, table, field, organization)
                 got = conn.execute(f"select count(*) from {live}").fetchone()[0]
                 assert got == len(rows), table
                 for column in decimal_fields(model):
@@ -152,7 +159,7 @@ def assert_warehouse_equals_sandbox(sb: Sandbox, database: Path) -> None:
                     want_nulls = sum(1 for r in rows if r.get(column) is None)
                     nulls = conn.execute(f"select count(*) from {live} where {column} is null")
                     assert nulls.fetchone()[0] == want_nulls, f"{table}.{column} nulls"
-            live = live_rows(endpoint, "", None)
+            live = live_rows(endpoint, "", None, organization)
             ids = {r[0] for r in conn.execute(f"select id from {live}").fetchall()}
             assert ids == {r["id"] for r in sb.records(endpoint.name)}, endpoint.name
 

@@ -51,7 +51,7 @@ def meta(result: dg.AssetCheckResult, name: str) -> Any:
 def test_column_schema_and_specs() -> None:
     schema = column_schema(INVOICES)
     cols = {c.name: c for c in schema.columns}
-    assert list(cols)[-3:] == ["_extra", "_loaded_at", "_deleted_at"]
+    assert list(cols)[-4:] == ["_extra", "_loaded_at", "_deleted_at", "_organization"]
     assert "line_items" not in cols
     assert cols["total"].type == "DECIMAL(18,2)"
     assert cols["total"].constraints.nullable is False

@@ -101,8 +101,11 @@ def broken(conn: duckdb.DuckDBPyConnection) -> None:
       "WHERE parent_id = ? AND position = 0", [ids[3]])
     # Quarantine: seven invoices (one without id) and one contact.
     for i, rid in enumerate(["5", "3", None, "9", "1", "7", "2"]):
-        x("INSERT INTO finance._rejected VALUES ('invoices', ?, ?, '{}', now())", [rid, f"r{i}"])
-    x("INSERT INTO finance._rejected VALUES ('contacts', '0', 'other', '{}', now())")
+        x(
+            "INSERT INTO finance._rejected VALUES ('invoices', ?, ?, '{}', now(), 'default')",
+            [rid, f"r{i}"],
+        )
+    x("INSERT INTO finance._rejected VALUES ('contacts', '0', 'other', '{}', now(), 'default')")
 
 
 def fetch_rows(conn: duckdb.DuckDBPyConnection, table: str) -> list[dict[str, Any]]:

@@ -19,7 +19,12 @@ import duckdb
 import pytest
 
 from finance_assets.endpoints import ENDPOINTS
-from finance_assets.warehouse import STAGING_SCHEMA, WarehouseBusyError, connect_waiting
+from finance_assets.warehouse import (
+    STAGING_SCHEMA,
+    WarehouseBusyError,
+    abandoned_run_folders,
+    connect_waiting,
+)
 from finance_assets_tests.harness import (
     SCALE,
     SYNC_OP,
@@ -138,12 +143,14 @@ def test_killed_run_leaves_tables_as_before_and_next_run_completes(
     assert served == 1  # killed between the two pages of bills (page 2 was never received)
 
     assert snapshot(database) == before  # nothing half-written, the file opens cleanly
-    assert staging_table_count(database) > 0  # the killed writers' staging tables
+    assert staging_table_count(database) == 0  # staging never lives in the warehouse
+    left = abandoned_run_folders()  # the killed run's own staging file, in its folder
+    assert any((folder / "staging.duckdb").exists() for folder in left)
     sb.configure(latency=0.0)
     assert run(api_for(sb), database).success
     assert_warehouse_equals_sandbox(sb, database)
     assert snapshot(database) != before
-    assert staging_table_count(database) == 0  # the next run dropped the leftovers
+    assert not any(folder.exists() for folder in left)  # the next run removed them
 
 
 def staging_table_count(database: Path) -> int:

@@ -131,8 +131,8 @@ def orphan_children_in_an_empty_parent_table() -> Scenario:
     def orphans(conn: duckdb.DuckDBPyConnection) -> None:
         Warehouse(conn).ensure_tables(INVOICES)
         conn.execute(
-            "INSERT INTO finance.invoices__line_items (parent_id, position) "
-            "VALUES (?, 0), (?, 0), ('999', 0)",
+            "INSERT INTO finance.invoices__line_items (parent_id, position, _organization) "
+            "VALUES (?, 0, 'default'), (?, 0, 'default'), ('999', 0, 'default')",
             [a.id, a.id],
         )
 
@@ -225,7 +225,7 @@ def test_reloads_count_updates_restores_and_deletes(tmp_path: Path) -> None:
     quarantined = [[(r[1], r[2]) for r in t["_rejected"]] for t in tables]
     assert [len(q) for q in quarantined] == [1, 1, 0, 1, 1, 1, 1]
     assert quarantined[-1] == [(None, "id: null")]  # d's row went when d loaded
-    live = [sum(r[-1] is None for r in t["invoices"]) for t in tables]  # _deleted_at last
+    live = [sum(r[-2] is None for r in t["invoices"]) for t in tables]  # _deleted_at, _org..
     assert live == [3, 2, 4, 4, 4, 4, 4]
 
 

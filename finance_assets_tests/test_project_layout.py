@@ -78,4 +78,5 @@ def test_dg_list_defs_shows_freshness_blocking_and_schema_checks_and_the_sensor(
     for name in ("nullability", "primary_key", "quarantine"):
         assert checks[f"invoices:{name}"]["description"].startswith("Blocking.")
     assert {"invoices:undocumented_fields", "invoices:column_schema_change"} <= set(checks)
-    assert [s["name"] for s in defs["sensors"]] == ["finance_run_failure_sensor"]
+    assert sorted(s["name"] for s in defs["sensors"]) == [
+        "finance_marts_automation", "finance_run_failure_sensor"]

@@ -47,10 +47,11 @@ def test_ddl_matches_model_for_every_endpoint(conn, endpoint: Endpoint) -> None:
 
     parent = expected(column_specs(endpoint.model))
     assert described(table_name(endpoint)) == parent
-    assert parent[-3:] == [
+    assert parent[-4:] == [
         ("_extra", "JSON", "YES"),
         ("_loaded_at", tstz, "YES"),
         ("_deleted_at", tstz, "YES"),
+        ("_organization", "VARCHAR", "YES"),
     ]
     for field, item in endpoint.children.items():
         got = described(child_table_name(endpoint, field))

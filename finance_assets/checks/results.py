@@ -60,15 +60,14 @@ def run_checks(
     parent, *children = tables_to_check(endpoint)
     if parent.name not in catalog.columns:
         return [_absent(endpoint, key, name) for name in CHECKS]
-    database = catalog.database
-    scans = {parent.name: scan_table(conn, database, parent, catalog.columns[parent.name])}
+    scans = {parent.name: scan_table(conn, catalog, parent, catalog.columns[parent.name])}
     for child in children:
         if child.name in catalog.columns:
             columns = catalog.columns[child.name]
-            scans[child.name] = scan_table(conn, database, child, columns, parent=parent)
+            scans[child.name] = scan_table(conn, catalog, child, columns, parent=parent)
     checked = [parent, *children]
     return [
-        _nullability(conn, key, database, checked, scans),
+        _nullability(conn, key, catalog, checked, scans),
         _primary_key(endpoint, key, checked, scans),
         _quarantine(conn, endpoint, key, catalog),
         _undocumented_fields(conn, endpoint, key, catalog, scans, known_fields),
@@ -78,7 +77,7 @@ def run_checks(
 def _nullability(
     conn: duckdb.DuckDBPyConnection,
     key: dg.AssetKey,
-    database: str,
+    catalog: Catalog,
     checked: list[CheckedTable],
     scans: dict[str, TableScan],
 ) -> dg.AssetCheckResult:
@@ -100,7 +99,7 @@ def _nullability(
         failing = [(c, n) for c, n in scan.nulls if n]
         if not failing:
             continue
-        samples = null_samples(conn, database, table, [c for c, _ in failing])
+        samples = null_samples(conn, catalog, table, [c for c, _ in failing])
         for (column, n), sample in zip(failing, samples, strict=True):
             failures.append(
                 {

@@ -17,6 +17,7 @@ from finance_assets.endpoints import Endpoint
 from finance_assets.schema import (
     EXTRA_COLUMN,
     LOADED_AT_COLUMN,
+    ORGANIZATION_COLUMN,
     PARENT_ID_COLUMN,
     POSITION_COLUMN,
     REJECTED_TABLE,
@@ -40,28 +41,40 @@ KEY_HASH = "hash({})"
 class Catalog:
     """A snapshot of the warehouse catalog: what the checks may query, read in one go."""
 
-    database: str  # the connection's database, for ``in_catalog``
+    database: str  # the warehouse's database, for ``in_catalog``
     columns: Mapping[str, frozenset[str]]  # ``finance.<table>`` -> its column names
+    organization: str | None = None  # the checks see only its rows (None: every row)
+
+    def rows_of(self, table: str) -> str:
+        """SQL for the table's rows the checks see: the organization's, or all."""
+        qualified = in_catalog(self.database, table)
+        if self.organization is None:
+            return qualified
+        mine = f"{quoted(ORGANIZATION_COLUMN)} = '{self.organization}'"  # a checked key
+        return f"(SELECT * FROM {qualified} WHERE {mine})"
 
 
-def read_catalog(conn: duckdb.DuckDBPyConnection) -> Catalog:
-    """Database name and every ``finance`` table's columns, in one query.
+def read_catalog(
+    conn: duckdb.DuckDBPyConnection, database: str | None = None, organization: str | None = None
+) -> Catalog:
+    """Every ``finance`` table's columns in ``database`` (default: the connection's), in
+    one query; the checks then look at ``organization``'s rows only (None: all rows).
 
     ``duckdb_columns()`` is cheaper than ``information_schema.columns`` (a view over
     the same catalog: tables and views). A caller that runs no DDL between assets
     can read it once per run and pass it to ``run_checks``.
     """
     rows = conn.execute(
-        "SELECT current_database(), table_name, column_name FROM duckdb_columns() "
-        "WHERE database_name = current_database() AND schema_name = ?",
-        [SCHEMA],
+        "SELECT database_name, table_name, column_name FROM duckdb_columns() "
+        "WHERE database_name = coalesce(?, current_database()) AND schema_name = ?",
+        [database, SCHEMA],
     ).fetchall()
     if not rows:  # no table yet; the name is still needed
-        return Catalog(current_catalog(conn), {})
+        return Catalog(database or current_catalog(conn), {}, organization)
     out: dict[str, set[str]] = {}
     for _, table, column in rows:
         out.setdefault(f"{SCHEMA}.{table}", set()).add(column)
-    return Catalog(str(rows[0][0]), {t: frozenset(c) for t, c in out.items()})
+    return Catalog(str(rows[0][0]), {t: frozenset(c) for t, c in out.items()}, organization)
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,7 @@ class TableScan:
 
 def scan_table(
     conn: duckdb.DuckDBPyConnection,
-    database: str,
+    catalog: Catalog,
     table: CheckedTable,
     columns: frozenset[str],
     parent: CheckedTable | None = None,
@@ -127,7 +140,7 @@ def scan_table(
     counts exactly. A child table's orphans (``parent_id`` not in ``parent``) are
     counted by an anti join.
     """
-    qualified = in_catalog(database, table.name)
+    qualified = catalog.rows_of(table.name)
     present = [c for c in table.required if c in columns]
     counted = list(dict.fromkeys([*table.key, *present]))
     if EXTRA_COLUMN in columns:  # rows with undocumented fields: most tables have none
@@ -138,7 +151,7 @@ def scan_table(
     )
     orphans = ""
     if parent is not None:
-        parent_qualified, parent_key = in_catalog(database, parent.name), quoted(parent.key[0])
+        parent_qualified, parent_key = catalog.rows_of(parent.name), quoted(parent.key[0])
         orphans = (
             f", (SELECT count(*), min({table.sample}, {SAMPLE_SIZE}) FROM {qualified} c "
             f"ANTI JOIN {parent_qualified} p ON c.{quoted(PARENT_ID_COLUMN)} = p.{parent_key})"
@@ -204,13 +217,13 @@ def _key_stats(
 
 
 def null_samples(
-    conn: duckdb.DuckDBPyConnection, database: str, table: CheckedTable, columns: list[str]
+    conn: duckdb.DuckDBPyConnection, catalog: Catalog, table: CheckedTable, columns: list[str]
 ) -> list[list[Any]]:
     """The smallest row identifiers with a NULL, per column, in one query (failures only)."""
     samples = ", ".join(
         f"min({table.sample}, {SAMPLE_SIZE}) FILTER (WHERE {quoted(c)} IS NULL)" for c in columns
     )
-    row = conn.execute(f"SELECT {samples} FROM {in_catalog(database, table.name)}").fetchone()
+    row = conn.execute(f"SELECT {samples} FROM {catalog.rows_of(table.name)}").fetchone()
     assert row is not None
     return [list(sample or []) for sample in row]
 
@@ -224,11 +237,12 @@ def quarantined(
     """
     if REJECTED_TABLE not in catalog.columns:
         return 0, []
+    mine = "" if catalog.organization is None else " AND organization = ?"
     rows = conn.execute(
         f"SELECT id, reason, count(*) OVER () "
-        f"FROM {in_catalog(catalog.database, REJECTED_TABLE)} WHERE resource = ? "
+        f"FROM {in_catalog(catalog.database, REJECTED_TABLE)} WHERE resource = ?{mine} "
         f"ORDER BY id NULLS LAST LIMIT {SAMPLE_SIZE}",
-        [endpoint.name],
+        [endpoint.name, *([catalog.organization] if mine else [])],
     ).fetchall()
     count = int(rows[0][2]) if rows else 0
     return count, [(i, r) for i, r, _ in rows]
@@ -255,14 +269,14 @@ def undocumented_fields(
 
     Load times live on the parent rows; a child row's is its parent's.
     """
-    parent = in_catalog(catalog.database, table_name(endpoint))
+    parent = catalog.rows_of(table_name(endpoint))
     key = quoted(endpoint.primary_key)
     out: list[UndocumentedField] = []
     for table in tables_to_check(endpoint):
         scan = scans.get(table.name)
         if scan is None or not scan.with_undocumented_fields:
             continue
-        source = in_catalog(catalog.database, table.name)
+        source = catalog.rows_of(table.name)
         rows = (
             f"SELECT c.{EXTRA_COLUMN} AS extra, p.{LOADED_AT_COLUMN} AS loaded_at "
             f"FROM {source} c JOIN {parent} p ON c.{quoted(PARENT_ID_COLUMN)} = p.{key}"

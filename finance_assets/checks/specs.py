@@ -45,14 +45,20 @@ def column_schema(endpoint: Endpoint) -> dg.TableSchema:
     return dg.TableSchema(columns=columns)
 
 
-def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.AssetCheckSpec]:
-    """The checks every resource asset declares."""
+def check_specs(
+    endpoint: Endpoint,
+    asset_key: CoercibleAssetKey,
+    organizations: dg.PartitionsDefinition | None = None,
+) -> list[dg.AssetCheckSpec]:
+    """The checks every resource asset declares; partitioned like the asset when there are
+    several organizations, each organization's rows checked in its own run."""
     key = dg.AssetKey.from_coercible(asset_key)
     tables = ", ".join(table_names(endpoint))
     return [
         dg.AssetCheckSpec(
             NULLABILITY,
             asset=key,
+            partitions_def=organizations,
             description=(
                 f"Blocking. No NULL in any field the API documents as non-nullable, in {tables}. "
                 "Such records are loaded as they came so this check can name them."
@@ -62,6 +68,7 @@ def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.Ass
         dg.AssetCheckSpec(
             PRIMARY_KEY,
             asset=key,
+            partitions_def=organizations,
             description=(
                 f"Blocking. `{endpoint.primary_key}` is never NULL and unique in "
                 f"{table_name(endpoint)}; "
@@ -73,6 +80,7 @@ def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.Ass
         dg.AssetCheckSpec(
             QUARANTINE,
             asset=key,
+            partitions_def=organizations,
             description=(
                 f"Blocking. No record of `{endpoint.name}` is quarantined in {REJECTED_TABLE}: "
                 "every record the API sent fit the schema (wrong types, unparseable dates and "
@@ -83,6 +91,7 @@ def check_specs(endpoint: Endpoint, asset_key: CoercibleAssetKey) -> list[dg.Ass
         dg.AssetCheckSpec(
             UNDOCUMENTED_FIELDS,
             asset=key,
+            partitions_def=organizations,
             description=(
                 f"Warns when the API starts sending fields its contract does not document "
                 f"(kept in `_extra` of {tables}): which fields, on how many records, first "

@@ -21,8 +21,13 @@ from finance_assets.components.connection import (
     Source,
     choose_source,
 )
+from finance_assets.components.organizations import (
+    Organization,
+    checked,
+    read_organizations_file,
+)
 from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
-from finance_assets.resources import FinanceApiResource
+from finance_assets.resources import FinanceApiResource, OrganizationConnection
 
 DATA_DIR = "data"
 
@@ -108,6 +113,16 @@ class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
         "none of its variables is set (usually `{{ env.FINANCE_SOURCE }}`).",
     )
     connection: ApiConnection = ApiConnection()
+    organizations: list[Organization] = Field(
+        default_factory=list,
+        description="Several organizations, each its own connection and partition (empty: "
+        "the one connection above).",
+    )
+    organizations_file: NamedSetting = Field(
+        default=None,
+        description="A YAML file listing `organizations:` instead (usually "
+        "`{{ env.FINANCE_ORGANIZATIONS_FILE }}`); unset or empty: none.",
+    )
     sandbox: SandboxSettings = SandboxSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
     sync: SyncDefaults = SyncDefaults()
@@ -124,10 +139,26 @@ class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
             )
         return [BY_NAME[n] for n in self.endpoints]
 
+    def declared_organizations(self) -> list[Organization]:
+        """The organizations of the YAML or of the file it names (checked); empty: one
+        connection."""
+        path = self.organizations_file.read(os.environ) if self.organizations_file else None
+        if path and self.organizations:
+            raise ConfigurationError(
+                f"organizations are listed in defs.yaml and in {path}; keep one list."
+            )
+        return checked(read_organizations_file(path) if path else list(self.organizations))
+
     def api_resource(self) -> tuple[FinanceApiResource, Source | None]:
         """The resource and its source; a configuration the environment leaves incomplete
         still loads (the UI shows why), and its runs fail at once with that sentence."""
         try:
+            organizations = self.declared_organizations()
+            if organizations:
+                source: Source = "sandbox" if organizations[0].sandbox else "api"
+                return FinanceApiResource(
+                    organizations=[_connection(o) for o in organizations]
+                ), source
             source = choose_source(self.source, self.connection)
             return self._resource(source), source
         except ConfigurationError as exc:
@@ -159,8 +190,11 @@ class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         names = IngestionNames.for_instance(self.name)
         api, source = self.api_resource()
+        organizations = (
+            dg.StaticPartitionsDefinition(api.organization_keys) if api.organizations else None
+        )
         assets = build_finance_assets(
-            self.selected_endpoints(), names, self.sync, self.schedules.freshness()
+            self.selected_endpoints(), names, self.sync, self.schedules.freshness(), organizations
         )
         # WARN when a table's columns change between two materializations (an upgrade
         # of the models); the API's own new fields are the undocumented_fields check's.
@@ -183,13 +217,7 @@ class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
         )
         timing = self.schedules
         schedules = [
-            dg.ScheduleDefinition(
-                name=name,
-                job=job,
-                cron_schedule=cron,
-                execution_timezone=timing.timezone,
-                description=f"{what} ({cron}, {timing.timezone}).",
-            )
+            _schedule(name, job, cron, timing.timezone, what, organizations)
             for name, job, cron, what in (
                 (names.incremental_schedule, incremental, timing.incremental_cron,
                  "Incremental sync and checks"),
@@ -210,3 +238,55 @@ class FinanceApiIngestion(dg.Component, dg.Model, dg.Resolvable):
             # One step (one multi-asset): a step subprocess would only add start-up time.
             executor=dg.in_process_executor,
         )
+
+
+def _connection(organization: Organization) -> OrganizationConnection:
+    """What a run needs of a declared organization (secrets stay named, not read)."""
+    sandbox = organization.sandbox
+    return OrganizationConnection(
+        key=organization.key,
+        base_url=organization.base_url,
+        token_url=organization.token_url,
+        client_id_env=organization.client_id_env,
+        client_secret_env=organization.client_secret_env,
+        refresh_token_env=organization.refresh_token_env,
+        rate_limit_per_minute=organization.rate_limit_per_minute,
+        use_sandbox=sandbox is not None,
+        sandbox_seed=sandbox.seed if sandbox else 42,
+        sandbox_scale=sandbox.scale if sandbox else 1.0,
+        sandbox_rate_limit_per_minute=sandbox.rate_limit_per_minute if sandbox else None,
+    )
+
+
+def _schedule(
+    name: str,
+    job: dg.UnresolvedAssetJobDefinition,
+    cron: str,
+    timezone: str,
+    what: str,
+    organizations: dg.StaticPartitionsDefinition | None,
+) -> dg.ScheduleDefinition:
+    """The job on its cron; with organizations, one run per organization at each tick
+    (each its own token, quota and failure), queued side by side."""
+    description = f"{what} ({cron}, {timezone})."
+    if organizations is None:
+        return dg.ScheduleDefinition(
+            name=name, job=job, cron_schedule=cron, execution_timezone=timezone,
+            description=description,
+        )  # fmt: skip
+
+    @dg.schedule(
+        name=name,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone=timezone,
+        description=f"{description} One run per organization.",
+    )
+    def every_organization(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        tick = context.scheduled_execution_time.isoformat()
+        return [
+            dg.RunRequest(run_key=f"{key}:{tick}", partition_key=key)
+            for key in organizations.get_partition_keys()
+        ]
+
+    return every_organization

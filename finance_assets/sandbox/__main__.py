@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 
+from finance_assets.sandbox.data import BREAKABLE_RULES
 from finance_assets.sandbox.server import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
@@ -43,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
     p.add_argument("--null-violations", type=int, default=0, help="bad nulls per resource")
     p.add_argument("--bad-records", type=int, default=0,
                    help="records per resource the schema cannot hold")
+    p.add_argument("--broken-rules", default=None,
+                   help=f"comma list of contract rules to break: {','.join(BREAKABLE_RULES)}")
     p.add_argument("--client-id", default=env.get("SANDBOX_CLIENT_ID", DEMO_CLIENT_ID))
     p.add_argument("--client-secret",
                    default=env.get("SANDBOX_CLIENT_SECRET", DEMO_CLIENT_SECRET))
@@ -55,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
         fault_kinds=tuple(a.fault_kinds.split(",")) if a.fault_kinds else None,
         latency=a.latency, slow_seconds=a.slow_seconds, rate_window=a.rate_window,
         malformed=a.malformed, null_violations=a.null_violations, bad_records=a.bad_records,
+        broken_rules=tuple(a.broken_rules.split(",")) if a.broken_rules else (),
         client_id=a.client_id,
         client_secret=a.client_secret, refresh_token=a.refresh_token,
     )

@@ -70,6 +70,16 @@ ACCOUNTS = ("Cash", "Accounts Receivable", "Accounts Payable", "Sales", "Rent Ex
 UNITS = ("pcs", "hrs", "kg", "box", "m²", "licence")
 CURRENCIES = (("USD", Decimal(1)), ("EUR", Decimal("1.083215")), ("GBP", Decimal("1.267")),
               ("INR", Decimal("0.012034")), ("JPY", Decimal("0.006712")))
+RATES = dict(CURRENCIES)
+# The as-of date the aging edge cases are laid out for: open documents due on it and
+# exactly 30, 31, 60, 61, 90 and 91 days before it, in currencies with 6-decimal rates.
+EDGE_AS_OF = dt.date(2025, 12, 31)
+EDGE_DAYS_PAST_DUE = (0, 30, 31, 60, 61, 90, 91)
+EDGE_CURRENCIES = ("EUR", "INR", "JPY")
+# Rules of the contract the sandbox can break (``broken_rules``), each on its own records.
+BREAKABLE_RULES = ("line_item_totals", "invoice_sub_totals", "invoice_totals",
+                   "invoice_payment_terms", "base_currency_rates", "bank_transaction_amounts",
+                   "journal_balance", "payment_allocation")
 
 
 def q2(value: Decimal) -> Decimal:
@@ -207,6 +217,8 @@ class Generator:
             for instant in instants:
                 self.make(name, instant)
         self._add_edges()
+        self._add_aging_edges()
+        self._settle_contacts()
         return self.data
 
     def make(self, name: str, created: dt.datetime, now: dt.datetime | None = None,
@@ -234,6 +246,79 @@ class Generator:
             for line in self.rng.sample(lines, min(3, len(lines))):
                 line["project_code"] = "PRJ-Ω-7"
                 line["line_discount_rate"] = Decimal("0.125000")
+
+    def _add_aging_edges(self) -> None:
+        """Open invoices and bills due exactly on ``EDGE_AS_OF`` and 30, 31, 60, 61, 90 and
+        91 days before it (in EUR, INR and JPY where the contacts allow), one overpaid
+        (a negative balance) and a void invoice that still shows a balance."""
+        rng = random.Random(f"{self.seed}:aging-edges")
+        for name in ("invoices", "bills"):
+            pool = [r for r in self.data[name]
+                    if r["total"] < BIG and r["status"] not in ("draft", "void")]
+            chosen = rng.sample(pool, min(len(pool), len(EDGE_DAYS_PAST_DUE) + 1))
+            for i, record in enumerate(chosen[:len(EDGE_DAYS_PAST_DUE)]):
+                wanted = EDGE_CURRENCIES[i % len(EDGE_CURRENCIES)]
+                better = [r for r in pool if r["currency_code"] == wanted and r not in chosen]
+                if better:  # swap for a document of a contact in that currency
+                    record = chosen[i] = rng.choice(better)
+                due = EDGE_AS_OF - dt.timedelta(days=EDGE_DAYS_PAST_DUE[i])
+                self._set_due(record, due)
+                record["status"] = "overdue" if EDGE_DAYS_PAST_DUE[i] else "open" if (
+                    name == "bills") else "sent"
+                record["balance"] = record["total"]
+            if len(chosen) > len(EDGE_DAYS_PAST_DUE):
+                overpaid = chosen[-1]
+                self._set_due(overpaid, EDGE_AS_OF - dt.timedelta(days=10))
+                overpaid["status"] = "paid"
+                overpaid["balance"] = -q2(overpaid["total"] / 10) or Decimal("-0.01")
+        void = [r for r in self.data["invoices"] if r["status"] == "void"]
+        if void:
+            voided = rng.choice(void)
+            voided["balance"] = voided["total"]
+
+    @staticmethod
+    def _set_due(record: Record, due: dt.date) -> None:
+        """Move a document to a due date, keeping invoices' payment_terms exact."""
+        terms = record.get("payment_terms", (dt.date.fromisoformat(record["due_date"])
+                                             - dt.date.fromisoformat(record["date"])).days)
+        record["due_date"] = due.isoformat()
+        record["date"] = (due - dt.timedelta(days=terms)).isoformat()
+
+    def _settle_contacts(self) -> None:
+        """Each contact's outstanding amounts are what its open documents say (documents
+        are in the contact's currency), capped at the contract's largest amount."""
+        open_sums: dict[tuple[str, str], Decimal] = {}
+        for name, party, field in (
+            ("invoices", "customer_id", "outstanding_receivable_amount"),
+            ("bills", "vendor_id", "outstanding_payable_amount"),
+            ("creditnotes", "customer_id", "unused_credits_receivable_amount"),
+        ):
+            for r in self.data[name]:
+                if r["status"] not in ("draft", "void"):
+                    key = (r[party], field)
+                    open_sums[key] = open_sums.get(key, Decimal("0.00")) + r["balance"]
+        for contact in self.data["contacts"]:
+            for field in ("outstanding_receivable_amount", "outstanding_payable_amount",
+                          "unused_credits_receivable_amount"):
+                total = open_sums.get((contact["id"], field), Decimal("0.00"))
+                contact[field] = min(total, MAX_AMOUNT)
+
+    def apply_broken_rules(self, rules: typing.Iterable[str]) -> dict[str, list[str]]:
+        """Break each named contract rule on one record of its own (and nothing else);
+        returns the ids broken per rule, as ``resource/id``."""
+        broken: dict[str, list[str]] = {}
+        taken: set[str] = set()
+        for rule in rules:
+            if rule not in BREAKABLE_RULES:
+                raise ValueError(f"unknown rule {rule!r}; choose from {BREAKABLE_RULES}")
+            rng = random.Random(f"{self.seed}:{rule}:broken")
+            name, pick = _BREAKERS[rule]
+            pool = [r for r in self.data[name] if r["id"] not in taken and pick(r)]
+            record = rng.choice(pool)
+            taken.add(record["id"])
+            _break(rule, record)
+            broken[rule] = [f"{name}/{record['id']}"]
+        return broken
 
     def apply_null_violations(self, per_resource: int) -> None:
         """Null a non-nullable field (never id or the ordering/cursor times) in K records."""
@@ -303,7 +388,8 @@ class Generator:
         rng = self.rng
         role = "customer" if party == "customer" else "vendor"
         contact = self.contact_of(role)
-        code, rate = self.currency()
+        self.currency()  # drawn as before, so the rest of the data stays the same
+        code, rate = contact["currency_code"], RATES[contact["currency_code"]]
         edge = rng.random() < 0.002
         lines = self.edge_lines() if edge else [self.line() for _ in range(rng.randint(1, 5))]
         record: Record = {
@@ -675,3 +761,43 @@ def totals(lines: list[Record], discount: bool, rng: random.Random,
     else:
         out["total"] = sub_total + tax_total
     return out
+
+
+def _small(r: Record) -> bool:
+    return r.get("total", r.get("amount", Decimal(0))) < BIG
+
+
+_BREAKERS: dict[str, tuple[str, typing.Callable[[Record], bool]]] = {
+    "line_item_totals": ("invoices", lambda r: _small(r) and bool(r["line_items"])),
+    "invoice_sub_totals": ("invoices", _small),
+    "invoice_totals": ("invoices", _small),
+    "invoice_payment_terms": ("invoices", _small),
+    "base_currency_rates": ("invoices", lambda r: r["currency_code"] == "USD"),
+    "bank_transaction_amounts": ("transactions", _small),
+    "journal_balance": ("journals", lambda r: _small(r) and r["status"] == "published"),
+    "payment_allocation": ("customer_payments", _small),
+}
+
+
+def _break(rule: str, r: Record) -> None:
+    """One record made to break one rule, keeping the other rules whole."""
+    cent = Decimal("0.01")
+    if rule == "line_item_totals":  # the line is off; sub_total and total follow it
+        r["line_items"][0]["item_total"] += cent
+        r["sub_total"] += cent
+        r["total"] += cent
+    elif rule == "invoice_sub_totals":  # sub_total is off; total follows it
+        r["sub_total"] += Decimal(1)
+        r["total"] += Decimal(1)
+    elif rule == "invoice_totals":
+        r["total"] += cent
+    elif rule == "invoice_payment_terms":
+        r["due_date"] = (dt.date.fromisoformat(r["due_date"]) + dt.timedelta(days=1)).isoformat()
+    elif rule == "base_currency_rates":
+        r["exchange_rate"] = Decimal("1.000001")
+    elif rule == "bank_transaction_amounts":
+        r["amount"] = -r["amount"]
+    elif rule == "journal_balance":
+        next(li for li in r["line_items"] if li["debit_or_credit"] == "debit")["amount"] += cent
+    elif rule == "payment_allocation":
+        r["amount"] += cent

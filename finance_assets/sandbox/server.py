@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from finance_assets.endpoints import BY_NAME, BY_PATH, Endpoint
-from finance_assets.sandbox.data import Generator
+from finance_assets.sandbox.data import BREAKABLE_RULES, Generator
 from finance_assets.sandbox.store import Table
 
 # Demo credentials of the sandbox; public on purpose, they guard nothing.
@@ -75,6 +75,7 @@ class SandboxConfig:
     malformed: str | None = None
     null_violations: int = 0
     bad_records: int = 0
+    broken_rules: tuple[str, ...] = ()  # contract rules broken on purpose (BREAKABLE_RULES)
     client_id: str = DEMO_CLIENT_ID
     client_secret: str = DEMO_CLIENT_SECRET
     refresh_token: str = DEMO_REFRESH_TOKEN
@@ -93,6 +94,10 @@ class SandboxConfig:
             raise ValueError("fault_rate must be within 0..1")
         if self.scale <= 0:
             raise ValueError("scale must be positive")
+        self.broken_rules = tuple(str(r) for r in self.broken_rules)
+        unknown = set(self.broken_rules) - set(BREAKABLE_RULES)
+        if unknown:
+            raise ValueError(f"broken_rules must be among {BREAKABLE_RULES}: {sorted(unknown)}")
 
 
 # Settings that can change while serving; the others shape the data or the socket.
@@ -145,6 +150,7 @@ class Sandbox:
         data = self._generator.generate()
         self._generator.apply_null_violations(self.config.null_violations)
         self._generator.apply_bad_records(self.config.bad_records)
+        self.broken_records = self._generator.apply_broken_rules(self.config.broken_rules)
         self.tables: dict[str, Table] = {name: Table(rows) for name, rows in data.items()}
         self._fault_rng = random.Random(f"{self.config.seed}:faults")
         self._mutation_rng = random.Random(f"{self.config.seed}:mutations")

@@ -18,6 +18,7 @@ from finance_assets.warehouse.lock import (
     locked_connection,
 )
 from finance_assets.warehouse.merge import MergeHook, MergeStep
+from finance_assets.warehouse.run_file import abandoned_run_folders, run_database
 from finance_assets.warehouse.source import (
     SOURCE_TABLE,
     SourceMismatch,
@@ -32,9 +33,13 @@ from finance_assets.warehouse.tables import (
     ResourceSummary,
     summary_rows,
 )
+from finance_assets.warehouse.window import AttachedWarehouse, OwnDatabase, WarehouseAccess
 from finance_assets.warehouse.writer import FLUSH_ROWS, RejectedRecord, Writer, WriteStats
 
 __all__ = [
+    "AttachedWarehouse",
+    "OwnDatabase",
+    "WarehouseAccess",
     "FLUSH_ROWS",
     "FULL_REFRESH",
     "HIGHEST_KEY",
@@ -51,6 +56,7 @@ __all__ = [
     "WarehouseBusyError",
     "WriteStats",
     "Writer",
+    "abandoned_run_folders",
     "check_source",
     "connect_waiting",
     "is_lock_conflict",
@@ -58,5 +64,6 @@ __all__ = [
     "order_key",
     "record_source",
     "recorded_source",
+    "run_database",
     "summary_rows",
 ]

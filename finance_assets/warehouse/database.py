@@ -1,4 +1,4 @@
-"""``Warehouse``: what a run does with the ``finance`` schema of one DuckDB connection."""
+"""``Warehouse``: what a run does with one organization's rows of the ``finance`` schema."""
 
 from __future__ import annotations
 
@@ -7,19 +7,29 @@ import datetime as dt
 import duckdb
 
 from finance_assets.endpoints import Endpoint
-from finance_assets.schema import current_catalog, table_name
+from finance_assets.schema import DEFAULT_ORGANIZATION, table_name
 from finance_assets.warehouse import tables
 from finance_assets.warehouse.staging import drop_all_staging
 from finance_assets.warehouse.tables import ResourceSummary
+from finance_assets.warehouse.window import OwnDatabase, WarehouseAccess
 from finance_assets.warehouse.writer import FLUSH_ROWS, Writer
 
 
 class Warehouse:
-    """The ``finance`` schema in one DuckDB connection (the caller owns the connection)."""
+    """One organization's rows of the ``finance`` schema, reached from ``conn``: in its own
+    database, or in the warehouse file ``warehouse`` attaches while a method needs it
+    (writers then stage in ``conn``'s own database). The caller owns the connection."""
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+    def __init__(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        organization: str = DEFAULT_ORGANIZATION,
+        warehouse: WarehouseAccess | None = None,
+    ) -> None:
         self.conn = conn
-        self.catalog = current_catalog(conn)
+        self.organization = organization
+        self._warehouse = warehouse
+        self._access = warehouse or OwnDatabase(conn)
 
     def drop_leftover_staging(self) -> int:
         """Drop what crashed runs left in the staging schema; how many tables there were.
@@ -29,11 +39,13 @@ class Warehouse:
         leftover. Writers never drop each other's tables, so writers of one run can
         start and end in any order.
         """
-        return drop_all_staging(self.conn, self.catalog)
+        with self._access.open(self.conn) as catalog:
+            return drop_all_staging(self.conn, catalog)
 
     def ensure_tables(self, endpoint: Endpoint) -> None:
-        """Create the schema, the parent table and its child tables if missing (idempotent)."""
-        tables.ensure_tables(self.conn, self.catalog, endpoint)
+        """Upgrade, create (if missing) and check the resource's tables (idempotent)."""
+        with self._access.open(self.conn) as catalog:
+            tables.ensure_tables(self.conn, catalog, endpoint)
 
     def writer(
         self,
@@ -42,7 +54,7 @@ class Warehouse:
         flush_rows: int = FLUSH_ROWS,
         full_refresh: bool = False,
     ) -> Writer:
-        """A ``Writer`` of one resource on this connection, for a ``with`` block.
+        """A ``Writer`` of this organization's rows of one resource, for a ``with`` block.
 
         ``flush_rows`` bounds the Arrow rows buffered in Python between staging inserts.
         """
@@ -52,23 +64,29 @@ class Warehouse:
             loaded_at,
             full_refresh=full_refresh,
             flush_rows=flush_rows,
-            catalog=self.catalog,
+            organization=self.organization,
+            warehouse=self._warehouse,
         )
 
     def sync_cursor(self, endpoint: Endpoint) -> dt.datetime | None:
-        """The resource's committed cursor, where its next incremental read starts; None
-        before its first sync."""
-        return tables.read_cursor(self.conn, self.catalog, endpoint)
+        """The organization's committed cursor of the resource, where its next incremental
+        read starts; None before its first sync."""
+        with self._access.open(self.conn) as catalog:
+            return tables.read_cursor(self.conn, catalog, endpoint, self.organization)
 
     def row_estimates(self) -> dict[str, int]:
         """Rows per table of the ``finance`` schema from DuckDB's catalog (no table scan)."""
-        return tables.row_estimates(self.conn, self.catalog)
+        with self._access.open(self.conn) as catalog:
+            return tables.row_estimates(self.conn, catalog)
 
     def row_count(self, endpoint: Endpoint) -> int:
-        """Rows in the parent table (0 when it does not exist)."""
-        parent = table_name(endpoint)
-        return tables.count_rows(self.conn, self.catalog, [parent])[parent] or 0
+        """The organization's rows in the parent table (0 when it does not exist)."""
+        with self._access.open(self.conn) as catalog:
+            return tables.organization_rows(
+                self.conn, catalog, table_name(endpoint), self.organization
+            )
 
     def summary(self, endpoint: Endpoint) -> ResourceSummary:
         """Row counts of the parent and child tables in one query (None for absent tables)."""
-        return tables.resource_summary(self.conn, self.catalog, endpoint)
+        with self._access.open(self.conn) as catalog:
+            return tables.resource_summary(self.conn, catalog, endpoint)

@@ -12,9 +12,11 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
+
+T = TypeVar("T")
 
 _LOCK_CONFLICT = re.compile(r"Could not set lock on file|Conflicting lock", re.IGNORECASE)
 _HOLDER_PID = re.compile(r"\(PID (\d+)\)")
@@ -42,10 +44,27 @@ def connect_waiting(
 
     Any other error is raised as it is. After the timeout: ``WarehouseBusyError``.
     """
+    return open_waiting(
+        lambda: duckdb.connect(database, **connect_kwargs), database, timeout, poll,
+        sleep=sleep, clock=clock,
+    )  # fmt: skip
+
+
+def open_waiting(
+    open_file: Callable[[], T],
+    database: str,
+    timeout: float = 60.0,
+    poll: float = 0.25,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """``open_file()`` (a connect or an ATTACH of ``database``), retrying a lock conflict
+    for up to ``timeout`` seconds; then ``WarehouseBusyError``."""
     started = clock()
     while True:
         try:
-            return duckdb.connect(database, **connect_kwargs)
+            return open_file()
         except duckdb.Error as exc:
             if not is_lock_conflict(exc):
                 raise

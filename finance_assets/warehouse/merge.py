@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,6 +24,7 @@ from finance_assets.schema import (
     DELETED_AT_COLUMN,
     EXTRA_COLUMN,
     LOADED_AT_COLUMN,
+    ORGANIZATION_COLUMN,
     PARENT_ID_COLUMN,
     REJECTED_TABLE,
     SYNC_STATE_TABLE,
@@ -41,6 +42,7 @@ from finance_assets.warehouse.staging import ARRIVAL_COLUMN, StagingTables
 from finance_assets.warehouse.tables import (
     FULL_REFRESH,
     INCREMENTAL,
+    ORGANIZATION,
     check_tables_match,
     create_statements,
 )
@@ -143,8 +145,12 @@ class MergeOutcome:
 class Merge:
     """The one transaction that moves a writer's staging tables into the resource's tables.
 
-    The staging tables are dropped inside it too, so a checkpoint the commit triggers
-    does not write staged rows to the file. On any exception it rolls back and re-raises.
+    Every statement touches only ``organization``'s rows: records merge on (organization,
+    id), and a full refresh marks deletions within its own organization. Staging tables
+    in the same file are dropped inside the transaction too, so a checkpoint the commit
+    triggers does not write staged rows to the file (staging in a run's own file is the
+    writer's to drop: one transaction writes one file). On any exception it rolls back
+    and re-raises.
     ``before_statement`` is called with each step just before its statement runs;
     ``shortcuts=False`` runs every statement, even those the probe shows cannot change
     a row (the results are the same).
@@ -161,10 +167,13 @@ class Merge:
         full_refresh: bool,
         seen_ranges: Sequence[tuple[str, str]],
         cursor: dt.datetime | None,
+        organization: str,
         before_statement: MergeHook | None = None,
         shortcuts: bool = True,
     ) -> None:
         self._conn, self._catalog, self._endpoint = conn, catalog, endpoint
+        self._organization = organization
+        self._mine = f"{quoted(ORGANIZATION_COLUMN)} = ?"  # this organization's rows
         self._staging = staging
         self._loaded_at, self._full_refresh = loaded_at, full_refresh
         self._seen_ranges, self._cursor = list(seen_ranges), cursor
@@ -215,8 +224,9 @@ class Merge:
         self._save_sync_state()
         if probe.repeated_ids:
             self._execute(MergeStep.DROP_WINNERS, f"DROP TABLE {winners}")
-        for stage in self._staging.all():
-            self._execute(MergeStep.DROP_STAGING, f"DROP TABLE {stage.qualified}")
+        if self._staging.catalog == self._catalog:
+            for stage in self._staging.all():
+                self._execute(MergeStep.DROP_STAGING, f"DROP TABLE {stage.qualified}")
         return MergeOutcome(
             distinct_ids=probe.distinct_ids,
             inserted=probe.distinct_ids - updated,
@@ -230,16 +240,19 @@ class Merge:
         """One query for the facts that let the merge skip statements (``MergeProbe``)."""
         endpoint, staged = self._endpoint, self._staging.parent.qualified
         quarantine = in_catalog(self._catalog, REJECTED_TABLE)
+        tables = table_names(endpoint)
         filled = ", ".join(  # the parent table, then each child table
-            f"EXISTS (SELECT 1 FROM {in_catalog(self._catalog, t)})" for t in table_names(endpoint)
+            f"EXISTS (SELECT 1 FROM {in_catalog(self._catalog, t)} WHERE {self._mine})"
+            for t in tables
         )
         rows, distinct, rejections, quarantined, table_rows, *child_rows = self._execute(
             MergeStep.PROBE,
             f"SELECT (SELECT count(*) FROM {staged}), "
             f"(SELECT count(DISTINCT {self._key}) FROM {staged}), "
             f"EXISTS (SELECT 1 FROM {self._staging.rejected.qualified}), "
-            f"EXISTS (SELECT 1 FROM {quarantine} WHERE resource = ?), {filled}",
-            [endpoint.name],
+            f"EXISTS (SELECT 1 FROM {quarantine} WHERE resource = ? AND {ORGANIZATION} = ?), "
+            f"{filled}",
+            [endpoint.name, self._organization, *[self._organization] * len(tables)],
         ).fetchone()  # type: ignore[misc]
         return MergeProbe(
             distinct_ids=int(distinct),
@@ -268,12 +281,14 @@ class Merge:
         """Winners that replace a stored row, and stored rows marked deleted they restore."""
         if not probe.table_has_rows:
             return 0, 0
-        key, table = self._key, self._table
+        key, table, mine = self._key, self._table, self._mine
         updated, restored = self._execute(
             MergeStep.COUNT_CHANGES,
-            f"SELECT (SELECT count(*) FROM {winners} WHERE {key} IN (SELECT {key} FROM {table})),"
-            f" (SELECT count(*) FROM {table} WHERE {DELETED_AT_COLUMN} IS NOT NULL "
+            f"SELECT (SELECT count(*) FROM {winners} "
+            f"WHERE {key} IN (SELECT {key} FROM {table} WHERE {mine})),"
+            f" (SELECT count(*) FROM {table} WHERE {mine} AND {DELETED_AT_COLUMN} IS NOT NULL "
             f"AND {key} IN (SELECT {key} FROM {winners}))",
+            [self._organization, self._organization],
         ).fetchone()  # type: ignore[misc]
         return int(updated), int(restored)
 
@@ -288,14 +303,20 @@ class Merge:
             if probe.child_tables_have_rows[child]:
                 self._execute(
                     MergeStep.DELETE_REPLACED_CHILDREN,
-                    f"DELETE FROM {qualified} "
-                    f"WHERE {quoted(PARENT_ID_COLUMN)} IN (SELECT {self._key} FROM {winners})",
+                    f"DELETE FROM {qualified} WHERE {self._mine} "
+                    f"AND {quoted(PARENT_ID_COLUMN)} IN (SELECT {self._key} FROM {winners})",
+                    [self._organization],
                 )
-            columns = _column_list(child_column_specs(self._endpoint.children[child]))
+            columns = _column_list(  # the organization is this merge's, not staged
+                s
+                for s in child_column_specs(self._endpoint.children[child])
+                if s.name != ORGANIZATION_COLUMN
+            )
             (rows,) = self._execute(  # DuckDB returns the inserted row count
                 MergeStep.INSERT_CHILDREN,
-                f"INSERT INTO {qualified} ({columns}) "
-                f"SELECT {columns} FROM {stage.qualified}{only_winners}",
+                f"INSERT INTO {qualified} ({columns}, {quoted(ORGANIZATION_COLUMN)}) "
+                f"SELECT {columns}, ? FROM {stage.qualified}{only_winners}",
+                [self._organization],
             ).fetchone()  # type: ignore[misc]
             inserted[table] = int(rows)
         return inserted
@@ -305,16 +326,17 @@ class Merge:
         if probe.table_has_rows:
             self._execute(
                 MergeStep.DELETE_REPLACED_ROWS,
-                f"DELETE FROM {self._table} "
-                f"WHERE {self._key} IN (SELECT {self._key} FROM {winners})",
+                f"DELETE FROM {self._table} WHERE {self._mine} "
+                f"AND {self._key} IN (SELECT {self._key} FROM {winners})",
+                [self._organization],
             )
         columns = _column_list(model_columns(self._endpoint.model))
         self._execute(
             MergeStep.INSERT_ROWS,
-            f"INSERT INTO {self._table} ({columns}, {EXTRA_COLUMN}, {LOADED_AT_COLUMN}) "
-            f"SELECT {columns}, {EXTRA_COLUMN}, ?::TIMESTAMPTZ "
+            f"INSERT INTO {self._table} ({columns}, {EXTRA_COLUMN}, {LOADED_AT_COLUMN}, "
+            f"{quoted(ORGANIZATION_COLUMN)}) SELECT {columns}, {EXTRA_COLUMN}, ?::TIMESTAMPTZ, ? "
             f"FROM {self._staging.parent.qualified}{only_winners}",
-            [self._loaded_at.isoformat()],
+            [self._loaded_at.isoformat(), self._organization],
         )
 
     def _mark_deleted(self, winners: str) -> int:
@@ -326,13 +348,14 @@ class Merge:
         (deleted,) = self._execute(
             MergeStep.MARK_DELETED,
             f"UPDATE {self._table} SET {DELETED_AT_COLUMN} = ?::TIMESTAMPTZ "
-            f"WHERE {DELETED_AT_COLUMN} IS NULL AND {key} NOT IN (SELECT {key} FROM {winners}) "
+            f"WHERE {self._mine} AND {DELETED_AT_COLUMN} IS NULL "
+            f"AND {key} NOT IN (SELECT {key} FROM {winners}) "
             # A record staged as rejected exists (it is only invalid).
             f"AND {key} NOT IN (SELECT id FROM {rejected} WHERE id IS NOT NULL) "
             # The ranges as two list parameters: one statement, not an INSERT per range.
             "AND EXISTS (SELECT 1 FROM (SELECT unnest(?::VARCHAR[]) AS low, "
             f"unnest(?::VARCHAR[]) AS high) r WHERE {ORDER_KEY_SQL} BETWEEN r.low AND r.high)",
-            [self._loaded_at.isoformat(), lows, highs],
+            [self._loaded_at.isoformat(), self._organization, lows, highs],
         ).fetchone()  # type: ignore[misc]
         return int(deleted)
 
@@ -343,38 +366,40 @@ class Merge:
         if probe.quarantine_has_rows:  # else no row of this resource to supersede
             self._execute(
                 MergeStep.CLEAR_QUARANTINE,
-                f"DELETE FROM {quarantine} WHERE resource = ? AND ("
+                f"DELETE FROM {quarantine} WHERE resource = ? AND {ORGANIZATION} = ? AND ("
                 f"id IN (SELECT {self._key} FROM {winners}) OR id IN (SELECT id FROM {rejected})"
                 f" OR (id IS NULL AND raw::VARCHAR IN (SELECT raw FROM {rejected} "
                 "WHERE id IS NULL)))",
-                [name],
+                [name, self._organization],
             )
         if probe.rejections_staged:
             self._execute(
                 MergeStep.QUARANTINE,
-                f"INSERT INTO {quarantine} SELECT ?, id, reason, raw, ?::TIMESTAMPTZ "
+                f"INSERT INTO {quarantine} SELECT ?, id, reason, raw, ?::TIMESTAMPTZ, ? "
                 f"FROM {rejected} "  # the last rejection per id (per payload when id-less) wins
                 "QUALIFY row_number() OVER (PARTITION BY coalesce(id, raw) "
                 "ORDER BY rowid DESC) = 1",
-                [name, self._loaded_at.isoformat()],
+                [name, self._loaded_at.isoformat(), self._organization],
             )
 
     def _save_sync_state(self) -> None:
-        """Replace the resource's row of the sync state (same transaction as the data)."""
+        """Replace the organization's row of the resource's sync state (same transaction
+        as the data)."""
         state, name = in_catalog(self._catalog, SYNC_STATE_TABLE), self._endpoint.name
         previous = self._execute(
             MergeStep.SAVE_SYNC_STATE,
-            f"DELETE FROM {state} WHERE resource = ? RETURNING last_full_refresh_at",
-            [name],
+            f"DELETE FROM {state} WHERE resource = ? AND {ORGANIZATION} = ? "
+            "RETURNING last_full_refresh_at",
+            [name, self._organization],
         ).fetchone()
         last_full = self._loaded_at if self._full_refresh else (previous[0] if previous else None)
         mode = FULL_REFRESH if self._full_refresh else INCREMENTAL
         self._execute(
             MergeStep.SAVE_SYNC_STATE,
-            f"INSERT INTO {state} VALUES (?, ?, ?, ?, ?)",
-            [name, self._cursor, mode, self._loaded_at, last_full],
+            f"INSERT INTO {state} VALUES (?, ?, ?, ?, ?, ?)",
+            [name, self._cursor, mode, self._loaded_at, last_full, self._organization],
         )
 
 
-def _column_list(specs: Sequence[ColumnSpec]) -> str:
+def _column_list(specs: Iterable[ColumnSpec]) -> str:
     return ", ".join(quoted(s.name) for s in specs)

@@ -57,7 +57,7 @@ class StagingTables:
             name = "__".join(["_stage", endpoint.name, *parts, token])
             return StagingTable(name, _in_staging_schema(catalog, name))
 
-        self._catalog = catalog
+        self.catalog = catalog  # the database they live in
         self._endpoint = endpoint
         self.rejected = table("_rejected")  # no child field starts with "_"
         self.parent = table()
@@ -68,7 +68,7 @@ class StagingTables:
 
     def create(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Create the schema (if missing) and these tables, each statement in autocommit."""
-        _create_staging_schema(conn, self._catalog)
+        _create_staging_schema(conn, self.catalog)
         endpoint = self._endpoint
         columns = {
             self.rejected: "id VARCHAR, reason VARCHAR, raw VARCHAR",

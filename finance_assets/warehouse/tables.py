@@ -12,9 +12,12 @@ import duckdb
 
 from finance_assets.endpoints import Endpoint
 from finance_assets.schema import (
+    DEFAULT_ORGANIZATION,
     LOADED_AT_COLUMN,
+    ORGANIZATION_COLUMN,
     REJECTED_TABLE,
     SCHEMA,
+    SOURCE_TABLE,
     SYNC_STATE_TABLE,
     ColumnSpec,
     child_column_specs,
@@ -27,22 +30,29 @@ from finance_assets.schema import (
     table_names,
 )
 
-# Quarantine: records the schema cannot hold, one row per (resource, id) or per raw payload.
+# The bookkeeping tables' column naming the organization (last: upgrades add it at the end).
+ORGANIZATION = "organization"
+
+# Quarantine: records the schema cannot hold, one row per (organization, resource, id)
+# or per raw payload.
 _QUARANTINE_COLUMNS = (
     ("resource", "VARCHAR"),
     ("id", "VARCHAR"),
     ("reason", "VARCHAR"),
     ("raw", "JSON"),
     (LOADED_AT_COLUMN, "TIMESTAMPTZ"),
+    (ORGANIZATION, "VARCHAR"),
 )
 
-# One row per resource: the incremental cursor, committed with the data it describes.
+# One row per (organization, resource): the incremental cursor, committed with the data
+# it describes.
 _SYNC_STATE_COLUMNS = (
     ("resource", "VARCHAR"),
     ("cursor", "TIMESTAMPTZ"),
     ("mode", "VARCHAR"),
     ("synced_at", "TIMESTAMPTZ"),
     ("last_full_refresh_at", "TIMESTAMPTZ"),
+    (ORGANIZATION, "VARCHAR"),
 )
 
 # The values of ``mode`` in the sync state: how a resource was last read.
@@ -70,16 +80,46 @@ def resource_columns(endpoint: Endpoint) -> dict[str, list[ColumnSpec]]:
     return tables
 
 
+def _bookkeeping() -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    return ((REJECTED_TABLE, _QUARANTINE_COLUMNS), (SYNC_STATE_TABLE, _SYNC_STATE_COLUMNS))
+
+
 def create_statements(catalog: str, endpoint: Endpoint) -> list[str]:
     """``CREATE ... IF NOT EXISTS`` for the schema, the resource's tables and the bookkeeping."""
     statements = [f"CREATE SCHEMA IF NOT EXISTS {in_catalog(catalog, SCHEMA)}"]
     for table, specs in resource_columns(endpoint).items():
         ddl = ", ".join(f"{quoted(s.name)} {s.sql_type}" for s in specs)
         statements.append(f"CREATE TABLE IF NOT EXISTS {in_catalog(catalog, table)} ({ddl})")
-    bookkeeping = ((REJECTED_TABLE, _QUARANTINE_COLUMNS), (SYNC_STATE_TABLE, _SYNC_STATE_COLUMNS))
-    for table, columns in bookkeeping:
+    for table, columns in _bookkeeping():
         ddl = ", ".join(f"{quoted(c)} {t}" for c, t in columns)
         statements.append(f"CREATE TABLE IF NOT EXISTS {in_catalog(catalog, table)} ({ddl})")
+    return statements
+
+
+def upgrade_statements(
+    conn: duckdb.DuckDBPyConnection, catalog: str, endpoint: Endpoint
+) -> list[str]:
+    """What brings a resource's tables written before organizations were recorded to
+    today's layout: each gains its organization column, filled with ``default`` (the one
+    connection that wrote them). Empty when the tables are current or absent."""
+    wanted = {t: ORGANIZATION_COLUMN for t in resource_columns(endpoint)}
+    wanted.update({t: ORGANIZATION for t in (REJECTED_TABLE, SYNC_STATE_TABLE, SOURCE_TABLE)})
+    rows = conn.execute(
+        "SELECT schema_name || '.' || table_name, list(column_name) FROM duckdb_columns() "
+        "WHERE database_name = ? AND schema_name = ? GROUP BY ALL",
+        [catalog, SCHEMA],
+    ).fetchall()
+    statements = []
+    for table, columns in rows:
+        column = wanted.get(table)
+        if column is None or column in columns:
+            continue
+        qualified = in_catalog(catalog, table)
+        statements += [
+            f"ALTER TABLE {qualified} ADD COLUMN {quoted(column)} VARCHAR "
+            f"DEFAULT '{DEFAULT_ORGANIZATION}'",
+            f"ALTER TABLE {qualified} ALTER COLUMN {quoted(column)} DROP DEFAULT",
+        ]
     return statements
 
 
@@ -102,8 +142,12 @@ def check_tables_match(conn: duckdb.DuckDBPyConnection, catalog: str, endpoint: 
 
 
 def ensure_tables(conn: duckdb.DuckDBPyConnection, catalog: str, endpoint: Endpoint) -> None:
-    """Create the resource's tables and the bookkeeping if missing, then check them."""
-    for statement in create_statements(catalog, endpoint):
+    """Upgrade the resource's tables to today's layout, create what is missing (with the
+    bookkeeping), then check them against the models."""
+    for statement in [
+        *upgrade_statements(conn, catalog, endpoint),
+        *create_statements(catalog, endpoint),
+    ]:
         conn.execute(statement)
     check_tables_match(conn, catalog, endpoint)
 
@@ -146,6 +190,20 @@ def count_rows(
     return counts
 
 
+def organization_rows(
+    conn: duckdb.DuckDBPyConnection, catalog: str, table: str, organization: str
+) -> int:
+    """The organization's rows of a ``finance`` table (0 when the table is absent)."""
+    if table not in existing_tables(conn, catalog):
+        return 0
+    row = conn.execute(
+        f"SELECT count(*) FROM {in_catalog(catalog, table)} "
+        f"WHERE {quoted(ORGANIZATION_COLUMN)} = ?",
+        [organization],
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def resource_summary(
     conn: duckdb.DuckDBPyConnection, catalog: str, endpoint: Endpoint
 ) -> ResourceSummary:
@@ -172,13 +230,17 @@ def summary_rows(
 
 
 def read_cursor(
-    conn: duckdb.DuckDBPyConnection, catalog: str, endpoint: Endpoint
+    conn: duckdb.DuckDBPyConnection,
+    catalog: str,
+    endpoint: Endpoint,
+    organization: str = DEFAULT_ORGANIZATION,
 ) -> dt.datetime | None:
-    """The resource's committed cursor; None before its first sync."""
+    """The organization's committed cursor of the resource; None before its first sync."""
     if SYNC_STATE_TABLE not in existing_tables(conn, catalog):
         return None
     row = conn.execute(
-        f"SELECT cursor FROM {in_catalog(catalog, SYNC_STATE_TABLE)} WHERE resource = ?",
-        [endpoint.name],
+        f"SELECT cursor FROM {in_catalog(catalog, SYNC_STATE_TABLE)} "
+        f"WHERE resource = ? AND {ORGANIZATION} = ?",
+        [endpoint.name, organization],
     ).fetchone()
     return row[0] if row else None

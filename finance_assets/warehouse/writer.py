@@ -21,6 +21,7 @@ from finance_assets.endpoints import Endpoint
 from finance_assets.records.json_text import json_text
 from finance_assets.records.page_columns import PageColumns
 from finance_assets.schema import (
+    DEFAULT_ORGANIZATION,
     EXTRA_COLUMN,
     PARENT_ID_COLUMN,
     POSITION_COLUMN,
@@ -32,6 +33,7 @@ from finance_assets.schema import (
 from finance_assets.warehouse.merge import Merge, MergeHook, MergeOutcome
 from finance_assets.warehouse.staging import ARRIVAL_COLUMN, StagingTable, StagingTables
 from finance_assets.warehouse.tables import ensure_tables
+from finance_assets.warehouse.window import OwnDatabase, WarehouseAccess
 
 # Rows buffered per staging table before one bulk insert: each insert has a fixed cost,
 # so small pages are batched; larger batches were no faster and hold more Arrow memory
@@ -71,9 +73,11 @@ class Writer:
     """One resource written in one transaction, as a context manager over its whole life.
 
     On enter the resource's tables are checked against the models and the writer's
-    staging tables are created; ``add`` and ``reject`` stage pages, in batches committed
-    on their own so memory stays bounded; a clean exit stages the last batch and merges
-    everything in one transaction (``Merge``); an exception leaves every table as it was
+    staging tables are created in the connection's own database; ``add`` and ``reject``
+    stage pages, in batches committed on their own so memory stays bounded; a clean exit
+    stages the last batch and merges everything into ``organization``'s rows of the
+    warehouse in one transaction (``Merge``), inside one window of ``warehouse`` (the
+    connection's own database unless given); an exception leaves every table as it was
     and re-raises. The staging tables are dropped either way.
 
     ``before_merge_statement`` is called with each step of the merge transaction just
@@ -89,7 +93,8 @@ class Writer:
         *,
         full_refresh: bool = False,
         flush_rows: int = FLUSH_ROWS,
-        catalog: str | None = None,
+        organization: str = DEFAULT_ORGANIZATION,
+        warehouse: WarehouseAccess | None = None,
         before_merge_statement: MergeHook | None = None,
         merge_shortcuts: bool = True,
     ) -> None:
@@ -100,10 +105,12 @@ class Writer:
         self._loaded_at = loaded_at
         self._full_refresh = full_refresh
         self._flush_rows = flush_rows
-        self._catalog = catalog or current_catalog(conn)
+        self._organization = organization
+        self._warehouse = warehouse or OwnDatabase(conn)
+        self._separate_staging = warehouse is not None
         self._before_merge_statement = before_merge_statement
         self._merge_shortcuts = merge_shortcuts
-        self._staging = StagingTables(self._catalog, endpoint)
+        self._staging = StagingTables(current_catalog(conn), endpoint)
         self._seen_ranges: list[tuple[str, str]] = []
         self._cursor: dt.datetime | None = None
         self._buffers: dict[StagingTable, list[pa.Table]] = {}
@@ -114,11 +121,12 @@ class Writer:
         self.stats = WriteStats(endpoint.name)
 
     def __enter__(self) -> Writer:
-        self._conn.begin()  # the tables match the models: fail before any page is fetched
-        try:
-            ensure_tables(self._conn, self._catalog, self._endpoint)
-        finally:
-            self._conn.rollback()  # nothing is created before the merge transaction
+        if not self._separate_staging:  # (a run checks its tables once, when it starts)
+            self._conn.begin()  # the tables match the models: fail before any page is fetched
+            try:
+                ensure_tables(self._conn, self._staging.catalog, self._endpoint)
+            finally:
+                self._conn.rollback()  # nothing is created before the merge transaction
         try:
             self._staging.create(self._conn)
         except BaseException:
@@ -135,21 +143,23 @@ class Writer:
         try:
             if exc_type is None:
                 self._flush_all()  # the last pages, still outside the transaction
-                outcome = Merge(
-                    self._conn,
-                    self._catalog,
-                    self._endpoint,
-                    self._staging,
-                    loaded_at=self._loaded_at,
-                    full_refresh=self._full_refresh,
-                    seen_ranges=self._seen_ranges,
-                    cursor=self._cursor,
-                    before_statement=self._before_merge_statement,
-                    shortcuts=self._merge_shortcuts,
-                ).run()
+                with self._warehouse.open(self._conn) as catalog:
+                    outcome = Merge(
+                        self._conn,
+                        catalog,
+                        self._endpoint,
+                        self._staging,
+                        loaded_at=self._loaded_at,
+                        full_refresh=self._full_refresh,
+                        seen_ranges=self._seen_ranges,
+                        cursor=self._cursor,
+                        organization=self._organization,
+                        before_statement=self._before_merge_statement,
+                        shortcuts=self._merge_shortcuts,
+                    ).run()
                 self._record(outcome)
         finally:
-            if not self.stats.committed:  # else the merge transaction dropped them
+            if self._separate_staging or not self.stats.committed:  # else the merge dropped them
                 self._staging.drop(self._conn)
 
     def _record(self, outcome: MergeOutcome) -> None:
