@@ -27,14 +27,25 @@ import psycopg2
 import pytest
 import yaml
 
-from finance_assets.sandbox import Sandbox
-from finance_assets_tests.harness import PROJECT_ROOT, cli_env, free_port, stop_process_group
+from finance_assets.sandbox import Sandbox, SandboxConfig
+from finance_assets_tests.harness import (
+    PROJECT_ROOT,
+    assert_warehouse_equals_sandbox,
+    free_port,
+    stop_process_group,
+)
 
 DEPLOY_INSTANCE = PROJECT_ROOT / "deploy" / "dagster.yaml"
 MAX_CONCURRENT_RUNS = 2
-RUNS = 3
+# Three organizations on sandboxes of their own (each run starts its organization's
+# server): different books, sizes and limits, small enough for a run of a few seconds.
+BOOKS = {
+    "acme": {"seed": 7, "scale": 0.1, "rate_limit_per_minute": 6000},
+    "globex": {"seed": 11, "scale": 0.05, "rate_limit_per_minute": 3000},
+    "initech": {"seed": 13, "scale": 0.08},
+}
 DAGSTER_DAEMON = Path(sys.executable).with_name("dagster-daemon")
-RUN_SECONDS = 300  # every run, from the submission to its end (about 30 s on 2 cores)
+RUN_SECONDS = 420  # all the runs, from the backfill to their end (1 to 2.5 min on 2 busy cores)
 
 
 def postgres_bindir() -> Path | None:
@@ -207,23 +218,38 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return most
 
 
-def test_runs_queue_and_land_through_a_postgres_instance(
-    postgres: PostgresServer, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_one_run_per_organization_through_a_postgres_instance(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = tmp_path / "dagster_home"
     warehouse = tmp_path / "warehouse.duckdb"
     production_instance(home)
+    organizations = tmp_path / "organizations.yaml"
+    organizations.write_text(
+        yaml.safe_dump(
+            {"organizations": [{"key": key, "sandbox": books} for key, books in BOOKS.items()]}
+        )
+    )
     instance_env = {**postgres.env(), "DAGSTER_MAX_CONCURRENT_RUNS": str(MAX_CONCURRENT_RUNS)}
-    env = cli_env(sandbox, warehouse, home, **instance_env)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FINANCE_", "DAGSTER_"))}
+    env.update(
+        instance_env,
+        DAGSTER_HOME=str(home),
+        FINANCE_ORGANIZATIONS_FILE=str(organizations),
+        FINANCE_DUCKDB_PATH=str(warehouse),
+    )
     for name, value in instance_env.items():
         monkeypatch.setenv(name, value)
 
     daemon = Daemon(env, tmp_path / "daemon.log")
     try:
-        for _ in range(RUNS):
-            dagster_cli(env, "job", "launch", "-j", "finance_daily")
+        # A backfill over every organization: one run each, submitted to the queue.
+        dagster_cli(
+            env, "job", "backfill", "-j", "finance_daily", "--partitions", ",".join(BOOKS),
+            "--noprompt",
+        )  # fmt: skip
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            records = wait_for_runs(instance, daemon, RUNS)
+            records = wait_for_runs(instance, daemon, len(BOOKS))
             for record in records:
                 enqueued = instance.all_logs(
                     record.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED
@@ -232,13 +258,13 @@ def test_runs_queue_and_land_through_a_postgres_instance(
     finally:
         daemon.stop()
 
+    partitions = {r.dagster_run.tags.get("dagster/partition") for r in records}
+    assert partitions == set(BOOKS)  # one run per organization
     run_ids = {r.dagster_run.run_id for r in records}
     with postgres.connect() as conn, conn.cursor() as cursor:
         cursor.execute("select run_id, status from runs")
         stored = dict(cursor.fetchall())
-        cursor.execute(
-            "select count(*) from event_logs where run_id = any(%s)", (list(run_ids),)
-        )
+        cursor.execute("select count(*) from event_logs where run_id = any(%s)", (list(run_ids),))
         events = cursor.fetchone()[0]
     conn.close()
     assert {run_id: stored.get(run_id) for run_id in run_ids} == dict.fromkeys(run_ids, "SUCCESS")
@@ -249,10 +275,22 @@ def test_runs_queue_and_land_through_a_postgres_instance(
     assert max_overlap(intervals) <= MAX_CONCURRENT_RUNS, intervals
 
     with duckdb.connect(str(warehouse), read_only=True) as conn:
-        count = conn.execute(
-            "select count(*) from finance.invoices where _deleted_at is null"
-        ).fetchone()[0]
-    assert count == len(sandbox.records("invoices"))
+        landed = dict(
+            conn.execute(
+                "select _organization, count(*) from finance.invoices "
+                "where _deleted_at is null group by 1"
+            ).fetchall()
+        )
+    served = {key: len(books_of(key).records("invoices")) for key in BOOKS}
+    assert landed == served
+    for key in BOOKS:  # every table, to the cent, organization by organization
+        assert_warehouse_equals_sandbox(books_of(key), warehouse, organization=key)
+
+
+def books_of(key: str) -> Sandbox:
+    """The records an organization's sandbox serves (the same seed and scale, the same
+    records), without starting a server."""
+    return Sandbox(SandboxConfig(seed=BOOKS[key]["seed"], scale=BOOKS[key]["scale"]))
 
 
 def wait_for_runs(
