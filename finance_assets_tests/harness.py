@@ -375,18 +375,23 @@ class DagsterDev:
         """SIGTERM to the whole process group (dg dev shuts its services down in a few
         seconds), then SIGKILL to any member still running after 30 s."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=30)
-        while time.monotonic() < deadline and _running_in_group(process.pid):
-            time.sleep(0.2)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        if process is not None:
+            stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace_seconds: float = 30) -> None:
+    """SIGTERM to the group a process leads (started with ``start_new_session``), then
+    SIGKILL to any member still running after ``grace_seconds``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_seconds)
+    while time.monotonic() < deadline and _running_in_group(process.pid):
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
 
 
 def _running_in_group(pgid: int) -> bool:
