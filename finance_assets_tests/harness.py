@@ -16,7 +16,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import dagster as dg
 import duckdb
 import httpx
 import pytest
+import yaml
 from dagster_duckdb import DuckDBResource
 from playwright.sync_api import Browser, Locator, Page, expect
 
@@ -294,6 +296,87 @@ def cli_output(cwd: Path) -> str:
     return "".join(
         (cwd / name).read_text(errors="replace") for name in ("stdout.txt", "stderr.txt")
     )
+
+
+# ---------- several organizations (each its own sandbox server and credentials) ----------
+
+# key -> (seed, scale, requests per minute or None): three organizations' books, with
+# different seeds, sizes and limits.
+ORGANIZATIONS: dict[str, tuple[int, float, int | None]] = {
+    "acme": (11, 0.01, None), "globex": (12, 0.02, 6000), "initech": (13, 0.015, 3000),
+}  # fmt: skip
+SINGLE_CONNECTION_VARIABLES = (
+    "FINANCE_SOURCE", "FINANCE_API_BASE_URL", "FINANCE_API_TOKEN_URL", "FINANCE_API_CLIENT_ID",
+    "FINANCE_API_CLIENT_SECRET", "FINANCE_API_REFRESH_TOKEN",
+)  # fmt: skip
+
+
+@dataclass
+class Books:
+    """One declared organization and the sandbox serving its books."""
+
+    key: str
+    sandbox: Sandbox
+
+
+def declare_organizations(
+    make_sandbox: Callable[..., Sandbox],
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: dict[str, tuple[int, float, int | None]] = ORGANIZATIONS,
+) -> tuple[dict[str, Books], Path]:
+    """Organizations declared in a file under ``folder``, each its own sandbox started by
+    ``make_sandbox`` with credentials of its own, the secrets in the environment (named
+    ``<KEY>_CLIENT_ID`` and so on); returns the books and the warehouse file the
+    environment points at."""
+    books, declared = {}, []
+    for key, (seed, scale, limit) in settings.items():
+        sb = make_sandbox(
+            seed=seed, scale=scale, rate_limit=limit,
+            client_id=f"{key}-client", client_secret=f"{key}-secret", refresh_token=f"{key}-rt",
+        )  # fmt: skip
+        books[key] = Books(key, sb)
+        prefix = key.upper()
+        for what, value in (("CLIENT_ID", sb.client_id), ("CLIENT_SECRET", sb.client_secret),
+                            ("REFRESH_TOKEN", sb.refresh_token)):  # fmt: skip
+            monkeypatch.setenv(f"{prefix}_{what}", value)
+        declared.append(
+            {
+                "key": key,
+                "base_url": sb.base_url,
+                "token_url": sb.token_url,
+                "client_id_env": f"{prefix}_CLIENT_ID",
+                "client_secret_env": f"{prefix}_CLIENT_SECRET",
+                "refresh_token_env": f"{prefix}_REFRESH_TOKEN",
+                **({"rate_limit_per_minute": limit} if limit else {}),
+            }
+        )
+    file = folder / "organizations.yaml"
+    file.write_text(yaml.safe_dump({"organizations": declared}))
+    for name in SINGLE_CONNECTION_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FINANCE_ORGANIZATIONS_FILE", str(file))
+    monkeypatch.setenv("FINANCE_DUCKDB_PATH", str(folder / "warehouse.duckdb"))
+    return books, folder / "warehouse.duckdb"
+
+
+def sync_organization(
+    organization: str, instance: dg.DagsterInstance, job: str = "finance_daily"
+) -> dg.ExecuteInProcessResult:
+    """One run of a shipped job for one organization's partition, into ``instance``;
+    never raises on failure."""
+    defs = shipped_definitions()
+    return defs.resolve_job_def(job).execute_in_process(
+        partition_key=organization,
+        instance=instance,
+        raise_on_error=False,
+        resources={"finance_api": fast_resource(defs)},
+    )
+
+
+def fast_resource(defs: dg.Definitions) -> FinanceApiResource:
+    """The definitions' API resource with retries that cost milliseconds."""
+    return defs.resources["finance_api"].model_copy(update=FAST_RETRIES)
 
 
 # ---------- the Dagster UI in a real browser (test_ui*.py) ----------

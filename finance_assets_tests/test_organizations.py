@@ -11,92 +11,35 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
-import yaml
 
 from finance_assets.endpoints import BY_NAME, ENDPOINTS
 from finance_assets.records.page_columns import columns_from_records
-from finance_assets.sandbox import Sandbox
 from finance_assets.schema import DEFAULT_ORGANIZATION
 from finance_assets.warehouse import Warehouse, Writer
 from finance_assets_tests.harness import (
     DG,
-    FAST_RETRIES,
     PROJECT_ROOT,
     assert_warehouse_equals_sandbox,
+    declare_organizations,
     failure_headline,
     materialize,
     shipped_definitions,
+    sync_organization,
 )
 from finance_assets_tests.warehouse_helpers import make
 
 INVOICES = BY_NAME["invoices"]
 
 
-@dataclass
-class Books:
-    key: str
-    sandbox: Sandbox
-
-
 @pytest.fixture
 def deployment(tmp_path: Path, make_sandbox, monkeypatch: pytest.MonkeyPatch):
     """Three organizations declared in a file, their secrets in the environment."""
-    settings = {"acme": (11, 0.01, None), "globex": (12, 0.02, 6000), "initech": (13, 0.015, 3000)}
-    books, declared = {}, []
-    for key, (seed, scale, limit) in settings.items():
-        sb = make_sandbox(
-            seed=seed, scale=scale, rate_limit=limit,
-            client_id=f"{key}-client", client_secret=f"{key}-secret", refresh_token=f"{key}-rt",
-        )  # fmt: skip
-        books[key] = Books(key, sb)
-        prefix = key.upper()
-        for what, value in (("CLIENT_ID", sb.client_id), ("CLIENT_SECRET", sb.client_secret),
-                            ("REFRESH_TOKEN", sb.refresh_token)):  # fmt: skip
-            monkeypatch.setenv(f"{prefix}_{what}", value)
-        declared.append(
-            {
-                "key": key,
-                "base_url": sb.base_url,
-                "token_url": sb.token_url,
-                "client_id_env": f"{prefix}_CLIENT_ID",
-                "client_secret_env": f"{prefix}_CLIENT_SECRET",
-                "refresh_token_env": f"{prefix}_REFRESH_TOKEN",
-                **({"rate_limit_per_minute": limit} if limit else {}),
-            }
-        )
-    file = tmp_path / "organizations.yaml"
-    file.write_text(yaml.safe_dump({"organizations": declared}))
-    for name in ("FINANCE_SOURCE", "FINANCE_API_BASE_URL", "FINANCE_API_TOKEN_URL",
-                 "FINANCE_API_CLIENT_ID", "FINANCE_API_CLIENT_SECRET",
-                 "FINANCE_API_REFRESH_TOKEN"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("FINANCE_ORGANIZATIONS_FILE", str(file))
-    monkeypatch.setenv("FINANCE_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
-    return books, tmp_path / "warehouse.duckdb"
-
-
-def sync(
-    organization: str, instance: dg.DagsterInstance, job: str = "finance_daily"
-) -> dg.ExecuteInProcessResult:
-    definition = shipped_definitions().resolve_job_def(job)
-    return definition.execute_in_process(
-        partition_key=organization,
-        instance=instance,
-        raise_on_error=False,
-        resources={"finance_api": _fast(shipped_definitions())},
-    )
-
-
-def _fast(defs: dg.Definitions):
-    """The shipped resource with retries that cost milliseconds."""
-    api = defs.resources["finance_api"]
-    return api.model_copy(update=FAST_RETRIES)
+    return declare_organizations(make_sandbox, tmp_path, monkeypatch)
 
 
 def cursors(database: Path) -> dict[str, dict[str, dt.datetime]]:
@@ -147,7 +90,7 @@ def test_each_organization_lands_its_own_books_and_cursors(deployment) -> None:
     books, database = deployment
     with dg.instance_for_test() as instance:
         for key in books:
-            result = sync(key, instance)
+            result = sync_organization(key, instance)
             assert result.success, key
         for key, b in books.items():
             assert_warehouse_equals_sandbox(b.sandbox, database, key)
@@ -163,7 +106,7 @@ def test_each_organization_lands_its_own_books_and_cursors(deployment) -> None:
         # cursors advance.
         others = {k: rows_of(database, k) for k in ("globex", "initech")}
         changed = books["acme"].sandbox.mutate("invoices", updates=3, inserts=2)
-        assert sync("acme", instance).success
+        assert sync_organization("acme", instance).success
         assert_warehouse_equals_sandbox(books["acme"].sandbox, database, "acme")
         assert {k: rows_of(database, k) for k in others} == others
         second = cursors(database)
@@ -179,7 +122,7 @@ def test_each_organization_lands_its_own_books_and_cursors(deployment) -> None:
 
         # A full refresh in one organization marks only that organization's deletions.
         gone = books["globex"].sandbox.mutate("invoices", deletes=2)["deleted"]
-        assert sync("globex", instance, job="full_refresh").success
+        assert sync_organization("globex", instance, job="full_refresh").success
         with duckdb.connect(str(database), read_only=True) as conn:
             marked = conn.execute(
                 "select _organization, id from finance.invoices where _deleted_at is not null "
@@ -194,8 +137,8 @@ def test_a_revoked_refresh_token_fails_its_organization_alone(deployment) -> Non
     books, database = deployment
     books["initech"].sandbox.configure(refresh_token="issued-again")  # the old one is revoked
     with dg.instance_for_test() as instance:
-        failed = sync("initech", instance)
-        landed = {k: sync(k, instance) for k in ("acme", "globex")}
+        failed = sync_organization("initech", instance)
+        landed = {k: sync_organization(k, instance) for k in ("acme", "globex")}
         assert not failed.success
         headline = failure_headline(failed)
         assert headline.startswith("organization initech: the token endpoint refused the refresh")
@@ -216,7 +159,7 @@ def test_a_missing_secret_variable_fails_that_organization_in_one_sentence(
 ) -> None:
     monkeypatch.delenv("GLOBEX_CLIENT_SECRET")
     with dg.instance_for_test() as instance:
-        result = sync("globex", instance)
+        result = sync_organization("globex", instance)
     assert not result.success
     assert failure_headline(result) == (
         "organization globex: GLOBEX_CLIENT_SECRET (its client secret) is not set; set it in "

@@ -41,7 +41,16 @@ from finance_assets.report import (
     render_plain,
 )
 from finance_assets.sandbox import Sandbox
-from finance_assets_tests.harness import SCALE, api_for, non_nullable, run, shipped_definitions
+from finance_assets_tests.harness import (
+    SCALE,
+    api_for,
+    declare_organizations,
+    failure_headline,
+    non_nullable,
+    run,
+    shipped_definitions,
+    sync_organization,
+)
 
 KEYS = sorted(e.name for e in ENDPOINTS)
 # What the op evaluates with each materialization, and the severity it gives each (the
@@ -56,6 +65,17 @@ def shipped_checks(key: str) -> list[str]:
     defs = shipped_definitions()
     graph = defs.resolve_asset_graph()
     return sorted(k.name for k in graph.asset_check_keys if k.asset_key.to_user_string() == key)
+
+
+def listed_keys() -> list[str]:
+    """Every asset the report lists: the sixteen ingested ones and the marts over them
+    (which the runs here do not materialize)."""
+    return sorted(s.key.to_user_string() for s in shipped_definitions().resolve_all_asset_specs())
+
+
+def ingested(report: Report) -> list[AssetStatus]:
+    """The report's sixteen ingested assets, which the runs here materialize."""
+    return [a for a in report.assets if a.key in KEYS]
 
 
 def evaluated(asset: AssetStatus) -> list:  # noqa: ANN001 - report.CheckStatus
@@ -140,9 +160,11 @@ def expected_freshness(key: str) -> str:
 def test_clean_run_reports_each_materialization_and_check(clean: Ran) -> None:
     report = build_report(clean.instance, shipped_definitions())
     assets = by_key(report)
-    assert sorted(assets) == KEYS
+    assert sorted(assets) == listed_keys()
     run_id = clean.result.run_id
-    for key, asset in assets.items():
+    for key in set(assets) - set(KEYS):
+        assert assets[key].materialized_at is None, key
+    for key, asset in ((a.key, a) for a in ingested(report)):
         assert clean.started <= asset.materialized_at <= clean.finished, key
         assert asset.run_id == run_id
         assert asset.rows == rows_in(clean.database, key) > 0
@@ -171,7 +193,7 @@ def test_plain_table(clean: Ran) -> None:
         "source",
         "freshness",
     ]
-    for asset in report.assets:
+    for asset in ingested(report):
         row = next(line for line in lines if line.startswith(asset.key + " "))
         when = asset.materialized_at.strftime("%Y-%m-%d %H:%M:%S UTC")
         assert when in row and f" {asset.rows:,} " in row
@@ -192,7 +214,7 @@ def test_markdown(clean: Ran) -> None:
     assert lines[0] == f"# Asset report: {clean.home}"
     assert "| asset | last materialized | rows | mode | source | freshness |" in lines
     assert "## Checks" in lines and "## Failures" not in lines
-    for asset in report.assets:
+    for asset in ingested(report):
         when = asset.materialized_at.strftime("%Y-%m-%d %H:%M:%S UTC")
         cells = [asset.key, when, f"{asset.rows:,}", "full", clean.source, asset.freshness.text()]
         assert "| " + " | ".join(cells) + " |" in lines
@@ -209,8 +231,8 @@ def test_json(clean: Ran) -> None:
     assert document["instance"] == str(clean.home)
     assert document["exit_code"] == 0 and document["failing_error_checks"] == []
     assert datetime.fromisoformat(document["generated_at"]) == report.generated_at
-    assert [a["key"] for a in document["assets"]] == KEYS
-    for asset in document["assets"]:
+    assert [a["key"] for a in document["assets"]] == listed_keys()
+    for asset in (a for a in document["assets"] if a["key"] in KEYS):
         at = datetime.fromisoformat(asset["materialized_at"])
         assert clean.started <= at <= clean.finished
         assert asset["run_id"] == clean.result.run_id
@@ -262,7 +284,7 @@ def test_null_violations_fail_the_report_with_what_the_checks_name(
     assert {(a.key, c.name) for a, c in report.failing} == {(k, NULLABILITY) for k in KEYS}
     plain, markdown = render_plain(report), render_markdown(report)
     document = json.loads(render_json(report))
-    for asset in report.assets:
+    for asset in ingested(report):
         by_name = {c.name: c for c in asset.checks}
         nullability, primary_key = by_name[NULLABILITY], by_name[PRIMARY_KEY]
         quarantine = by_name[QUARANTINE]
@@ -349,7 +371,7 @@ def test_a_never_run_asset_is_listed_then_the_latest_run_is_reported(
         first = ran(clean_sandbox, instance, home, tmp_path / "w.duckdb", selection=["invoices"])
         report = build_report(instance, shipped_definitions())
         assets = by_key(report)
-        assert sorted(assets) == KEYS  # from the definitions, not only what the instance saw
+        assert sorted(assets) == listed_keys()  # the definitions', not only what ran
         assert assets["invoices"].run_id == first.result.run_id
         for key in set(KEYS) - {"invoices"}:
             assert assets[key].materialized_at is None and assets[key].rows is None
@@ -366,7 +388,7 @@ def test_a_never_run_asset_is_listed_then_the_latest_run_is_reported(
         assert users["materialized_at"] is None and users["checks"][0]["passed"] is None
 
         second = ran(clean_sandbox, instance, home, tmp_path / "w.duckdb")
-        for asset in build_report(instance, shipped_definitions()).assets:
+        for asset in ingested(build_report(instance, shipped_definitions())):
             mode = "incremental" if asset.key == "invoices" else "full"
             assert (asset.mode, asset.run_id) == (mode, second.result.run_id), asset.key
             assert second.started <= asset.materialized_at <= second.finished
@@ -446,3 +468,119 @@ def test_the_command_in_its_own_process(nulls: Ran, tmp_path: Path) -> None:
     document = json.loads(done.stdout)
     assert document["instance"] == str(nulls.home) and document["exit_code"] == 1
     assert sorted(document["failing_error_checks"]) == [f"{k}:{NULLABILITY}" for k in KEYS]
+
+
+# ---------- several organizations: per (asset, organization), and one that failed ----------
+def org_rows(database: Path, table: str, organization: str) -> int:
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return conn.execute(
+            f"select count(*) from finance.{table} where _organization = ?", [organization]
+        ).fetchone()[0]
+
+
+def test_organizations_are_reported_each_and_a_failed_one_fails_the_report(
+    make_sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three organizations, one with a revoked refresh token: the two others' assets and
+    checks are reported per organization, the third as failed with its sentence, exit 1."""
+    books, database = declare_organizations(make_sandbox, tmp_path, monkeypatch)
+    books["initech"].sandbox.configure(refresh_token="issued-again")  # the old one is revoked
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home), set_dagster_home=False) as instance:
+        started = datetime.now(timezone.utc)
+        results = {key: sync_organization(key, instance) for key in books}
+        finished = datetime.now(timezone.utc)
+        defs = shipped_definitions()  # with the organizations file: partitioned
+        report = build_report(instance, defs, where=str(home))
+    landed, failed = ("acme", "globex"), results["initech"]
+    assert all(results[k].success for k in landed) and not failed.success
+    sentence = failure_headline(failed)
+    assert sentence.startswith("organization initech: the token endpoint refused the refresh")
+
+    assert [o.organization for o in report.organizations] == list(books)
+    runs = {o.organization: o for o in report.organizations}
+    for key in landed:
+        assert (runs[key].status, runs[key].result) == ("SUCCESS", "succeeded")
+        assert runs[key].reason is None
+        assert runs[key].run_id == results[key].run_id and runs[key].job == "finance_daily"
+    assert (runs["initech"].failed, runs["initech"].result) == (True, "FAILED")
+    assert (runs["initech"].run_id, runs["initech"].reason) == (failed.run_id, sentence)
+    assert report.failed_organizations == [runs["initech"]] and report.failing == []
+    assert report.exit_code == EXIT_ERROR_CHECK_FAILED
+
+    statuses = {(a.key, a.organization): a for a in report.assets}
+    assert {k for k, o in statuses if o is not None} == set(KEYS)  # the marts are not partitioned
+    for key in KEYS:
+        assert sorted(o for k, o in statuses if k == key) == sorted(books)
+        for organization in landed:
+            asset = statuses[key, organization]
+            assert started <= asset.materialized_at <= finished
+            assert asset.run_id == results[organization].run_id
+            assert asset.rows == org_rows(database, key, organization) > 0
+            assert asset.mode == "full" and asset.freshness.state == expected_freshness(key)
+            assert sorted(c.name for c in asset.checks) == shipped_checks(key)
+            for check in evaluated(asset):
+                assert check.run_id == results[organization].run_id, (key, organization)
+                assert check.severity == SEVERITY[check.name]
+                assert check.passed or check.severity == "WARN"
+        never = statuses[key, "initech"]
+        assert never.materialized_at is None and never.run_id is None
+        assert {c.result for c in never.checks} == {"never evaluated"}, key
+        schema = next(c for c in statuses[key, "acme"].checks if c.name not in SEVERITY)
+        assert schema.run_id == results["acme"].run_id  # Dagster's check: acme's own run
+
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # the command reads the instance there
+    out = StringIO()
+    assert print_report("plain", out=out) == EXIT_ERROR_CHECK_FAILED
+    plain = out.getvalue().splitlines()
+    assert plain[2].split()[:3] == ["asset", "organization", "last"]
+    for (key, organization), asset in statuses.items():
+        if organization is None or asset.materialized_at is None:
+            continue
+        row = next(line for line in plain if line.split()[:2] == [key, organization])
+        assert asset.materialized_at.strftime("%Y-%m-%d %H:%M:%S UTC") in row
+        assert f" {asset.rows:,} " in row
+        for check in evaluated(asset):
+            cells = [key, organization, check.name, "passed", check.severity, check.description]
+            assert cells in (line.split(None, 5) for line in plain)
+    assert ["invoices", "initech", "never", "materialized"] in (line.split()[:4] for line in plain)
+    table = plain.index(next(line for line in plain if line.startswith("organization ")))
+    header = ["organization", "latest", "run", "job", "result", "at", "reason"]
+    assert plain[table].split() == header
+    rows = {line.split()[0]: line for line in plain[table + 1 : table + 4]}
+    assert sorted(rows) == sorted(books)
+    for key in landed:
+        assert rows[key].split()[1:4] == [results[key].run_id[:8], "finance_daily", "succeeded"]
+    assert rows["initech"].split()[1:4] == [failed.run_id[:8], "finance_daily", "FAILED"]
+    assert rows["initech"].endswith(f" UTC  {sentence}")
+    assert plain[-1] == "The latest run of 1 organization(s) failed (exit 1): initech."
+
+    out = StringIO()  # the definitions as the command loads them, loaded once more: reused
+    assert print_report("json", defs=defs, out=out) == EXIT_ERROR_CHECK_FAILED
+    document = json.loads(out.getvalue())
+    assert document["exit_code"] == 1 and document["failing_error_checks"] == []
+    assert document["failing_organizations"] == ["initech"]
+    organizations = {o["key"]: o for o in document["organizations"]}
+    assert organizations["initech"] == {
+        "key": "initech", "failed": True, "status": "FAILURE", "run_id": failed.run_id,
+        "job": "finance_daily", "at": organizations["initech"]["at"], "reason": sentence,
+    }  # fmt: skip
+    assert datetime.fromisoformat(organizations["initech"]["at"]) <= finished
+    for key in landed:
+        assert (organizations[key]["failed"], organizations[key]["status"]) == (False, "SUCCESS")
+    for entry in document["assets"]:
+        if entry["key"] not in KEYS:
+            assert entry["organization"] is None
+            continue
+        checks = {c["name"]: c for c in entry["checks"]}
+        if entry["organization"] == "initech":
+            assert entry["materialized_at"] is None
+            assert {c["passed"] for c in checks.values()} == {None}
+            continue
+        assert entry["run_id"] == results[entry["organization"]].run_id
+        assert entry["rows"] == org_rows(database, entry["key"], entry["organization"])
+        for name in (NULLABILITY, PRIMARY_KEY, QUARANTINE):
+            assert checks[name]["passed"] is True and checks[name]["severity"] == "ERROR"
+    invoices = [e["organization"] for e in document["assets"] if e["key"] == "invoices"]
+    assert invoices == list(books)
