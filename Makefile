@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo report test dev sandbox lint bench screenshots clean
+.PHONY: demo report test dev sandbox lint bench bench-organizations screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ lint: $(BIN)/.installed
 bench: $(BIN)/.installed  ## benchmarks vs the raw floor and dlt (installs the bench extra)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.run --scale 5 --with-dlt
+
+bench-organizations: $(BIN)/.installed  ## 8 organizations, each its own sandbox and limit: runs together, in turn, and one at scale 8
+	$(BIN)/python -m benchmarks.organizations --organizations 8 --scale 1
 
 clean:  ## the environment, the data files and the instance's runs (not dagster_home/dagster.yaml)
 	rm -rf $(VENV) data

@@ -23,30 +23,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.metadata
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
-
+from benchmarks.common import (
+    dagster_home,
+    machine,
+    rss_method,
+    sandbox_counts,
+    sandbox_process,
+    tree_rss,
+)
 from finance_assets.endpoints import ENDPOINTS
 from finance_assets.sandbox import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REFRESH_TOKEN
-
-try:
-    import psutil
-except ImportError:  # optional: /proc sampling, then getrusage, stand in
-    psutil = None
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLE_SECONDS = 0.05
@@ -71,110 +69,6 @@ class Measurement:
     @property
     def records_per_second(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
-
-
-# ---------- the sandbox as a separate process ----------
-@contextlib.contextmanager
-def sandbox_process(
-    scale: float, latency: float, rate_limit: int | None, seed: int
-) -> Iterator[str]:
-    """Start ``python -m finance_assets.sandbox`` on a free port; yield its base URL."""
-    cmd = [sys.executable, "-m", "finance_assets.sandbox", "--port", "0", "--seed", str(seed),
-           "--scale", str(scale), "--latency", str(latency)]
-    if rate_limit is not None:
-        cmd += ["--rate-limit", str(rate_limit)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    lines: list[str] = []
-    found = threading.Event()
-
-    def drain() -> None:  # keep reading so the pipe never fills
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("base URL:"):
-                found.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        if not found.wait(timeout=300):
-            raise RuntimeError(f"the sandbox did not start: {''.join(lines)[-500:]}")
-        base_url = next(x for x in lines if x.startswith("base URL:")).split(":", 1)[1].strip()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(base_url + "/__sandbox/stats", timeout=2).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def sandbox_counts(base_url: str) -> tuple[int, int, int]:
-    """API requests, tokens issued and 429s so far."""
-    stats = httpx.get(base_url + "/__sandbox/stats", timeout=10).json()
-    return stats["api_requests"], stats["tokens_issued"], stats["rate_limited"]
-
-
-# ---------- peak RSS of a process tree ----------
-def _proc_tree_rss(pid: int) -> int:
-    """Sum of RSS of ``pid`` and its descendants, read from /proc (Linux, no psutil)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry))
-    total, todo, page = 0, [pid], os.sysconf("SC_PAGE_SIZE")
-    while todo:
-        p = todo.pop()
-        todo.extend(parents.get(p, []))
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * page
-        except OSError:
-            pass
-    return total
-
-
-def tree_rss(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) summed over the tree. Summed RSS counts pages shared by forked
-    workers once per process; PSS splits them, so it is the fairer total."""
-    if psutil is not None:
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0, 0
-        rss = pss = 0
-        for proc in procs:
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                info = proc.memory_full_info()
-                rss += info.rss
-                pss += getattr(info, "pss", 0)
-        return rss, pss
-    if os.path.isdir("/proc"):
-        return _proc_tree_rss(pid), 0
-    return 0, 0
-
-
-def rss_method() -> str:
-    if psutil is not None:
-        return "psutil tree"
-    return "/proc tree" if os.path.isdir("/proc") else "ru_maxrss"
 
 
 def run_measured(cmd: list[str], env: dict[str, str], cwd: str, log: Path) -> tuple[
@@ -275,13 +169,6 @@ def raw_floor(base_url: str, work: Path) -> Measurement:
     return measure("raw floor", base_url, cmd, env, work)
 
 
-def dagster_home(work: Path) -> Path:
-    home = work / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return home
-
-
 def project(
     base_url: str, work: Path, database: Path, name: str = "project", rate_limit: int | None = None
 ) -> Measurement:
@@ -328,31 +215,6 @@ def dlt_run(base_url: str, work: Path) -> Measurement:
 
 
 # ---------- report ----------
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = "?"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    versions = []
-    for pkg in ("dagster", "duckdb", "httpx", "pydantic", "pyarrow", "dlt"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions.append(f"{pkg} {importlib.metadata.version(pkg)}")
-    return {
-        "CPU": f"{cpu}, {os.cpu_count()} logical CPUs (nproc)",
-        "Memory": memory,
-        "OS": f"{platform.system()} {platform.release()}",
-        "Python": platform.python_version(),
-        "Versions": ", ".join(versions),
-    }
-
-
 def ratio(value: float, base: Measurement | None) -> str:
     if base is None or not base.ok or not base.seconds:
         return "-"
