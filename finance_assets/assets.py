@@ -372,6 +372,11 @@ def _sync(
                 for result in results:
                     if dg.AssetCheckKey(key, result.check_name) in wanted_checks:
                         yield result
+        if isinstance(access, AttachedWarehouse):  # how long other runs kept this one waiting
+            context.log.info(
+                f"The warehouse was attached {access.windows} times for this run, in "
+                f"{access.attach_seconds:.2f}s (waits for other runs included)."
+            )
     if failures:
         failure = _failure(failures, len(selected))
         raise dg.Failure(description=api.explain(organization, failure.description or ""))

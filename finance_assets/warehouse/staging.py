@@ -1,9 +1,10 @@
 """Staging tables: where a writer's pages wait, committed batch by batch, for the merge.
 
-Staging lives in real tables, in a schema of its own of the writer's connection (a run's
-own file, ``run_file.py``, or the warehouse itself), each batch committed on its own: DuckDB keeps a transaction's uncommitted rows (and TEMP tables)
-in memory, so staging a whole resource inside the merge transaction would make peak
-memory grow with the resource. Only the merge is one (short) transaction.
+Staging lives in real tables, in a schema of its own of the writer's connection (a
+run's own file, ``run_file.py``, or the warehouse itself), each batch committed on its
+own: DuckDB keeps a transaction's uncommitted rows (and TEMP tables) in memory, so
+staging a whole resource inside the merge transaction would make peak memory grow with
+the resource. Only the merge is one (short) transaction.
 """
 
 from __future__ import annotations

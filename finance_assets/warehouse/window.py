@@ -10,6 +10,7 @@ a bounded time) while another run holds the file.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Protocol
@@ -62,17 +63,20 @@ class AttachedWarehouse:
         self._guard = threading.Lock()
         self._users = 0
         self.windows = 0  # how many times the file was attached (each a turn at the lock)
+        self.attach_seconds = 0.0  # time spent attaching, waiting for other processes included
 
     @contextmanager
     def open(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[str]:
         with self._guard:
             if not self._users:
                 path = self._database.replace("'", "''")
+                asked = time.monotonic()
                 open_waiting(
                     lambda: self._conn.execute(f"ATTACH '{path}' AS \"{self.alias}\""),
                     self._database,
                     self._lock_timeout,
                 )
+                self.attach_seconds += time.monotonic() - asked
                 self.windows += 1
             self._users += 1
         try:
