@@ -9,13 +9,14 @@ naming it.
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
+from duckdb import DuckDBPyConnection
 from pydantic import Field
 
 from finance_assets import checks
@@ -33,6 +34,7 @@ from finance_assets.warehouse import (
     locked_connection,
     record_source,
 )
+from finance_assets.warehouse.memory import DEFAULT_MEMORY_LIMIT_MB, bound_memory
 
 SOURCE_TAG = "finance/source"  # the run tag naming what a run reads
 
@@ -96,6 +98,7 @@ class SyncDefaults(dg.Model, dg.Resolvable):
     parallel_endpoints: int = Field(default=4, ge=1, le=16)
     cursor_margin_seconds: float = Field(default=DEFAULT_MARGIN.total_seconds(), ge=0)
     warehouse_lock_timeout_seconds: float = Field(default=120.0, ge=0)
+    memory_limit_mb: int = Field(default=DEFAULT_MEMORY_LIMIT_MB, ge=0)
 
 
 class SyncConfig(dg.Config):
@@ -125,6 +128,12 @@ class SyncConfig(dg.Config):
         description="The next cursor is this much before the pass began (server clock), "
         "to absorb clock skew; records in the margin are read again and upserted.",
     )
+    memory_limit_mb: int | None = Field(
+        default=None,
+        ge=0,
+        description="DuckDB's memory for the run, in MiB; what does not fit spills to disk "
+        "next to the DuckDB file. 0: DuckDB's own default (80% of the machine's memory).",
+    )
 
     def settled(self, defaults: SyncDefaults) -> SyncDefaults:
         """This run's settings: what the run config sets, else the deployment's defaults."""
@@ -139,6 +148,9 @@ class SyncConfig(dg.Config):
                 defaults.warehouse_lock_timeout_seconds
                 if self.warehouse_lock_timeout_seconds is None
                 else self.warehouse_lock_timeout_seconds
+            ),
+            memory_limit_mb=(
+                defaults.memory_limit_mb if self.memory_limit_mb is None else self.memory_limit_mb
             ),
         )
 
@@ -206,12 +218,18 @@ def _materialization(
     )
 
 
-def _open_warehouse(duckdb: DuckDBResource, lock_timeout: float) -> AbstractContextManager:
-    """The DuckDB file of the resource, waiting (bounded) while another process writes it."""
+@contextmanager
+def _open_warehouse(
+    duckdb: DuckDBResource, lock_timeout: float, memory_limit_mb: int
+) -> Iterator[DuckDBPyConnection]:
+    """The DuckDB file of the resource, waiting (bounded) while another process writes it,
+    its memory bounded (``warehouse/memory.py``)."""
     database = duckdb.database
     if database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    return locked_connection(database, lock_timeout, config=duckdb.connection_config)
+    with locked_connection(database, lock_timeout, config=duckdb.connection_config) as conn:
+        bound_memory(conn, memory_limit_mb)
+        yield conn
 
 
 def load_order(warehouse: Warehouse, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
@@ -290,7 +308,9 @@ def _sync(
         try:  # a setup error is the run's headline, in one sentence, before any write
             client = opened.enter_context(api.client())  # refuses a bad URL, sends nothing
             conn = opened.enter_context(
-                _open_warehouse(duckdb, settings.warehouse_lock_timeout_seconds)
+                _open_warehouse(
+                    duckdb, settings.warehouse_lock_timeout_seconds, settings.memory_limit_mb
+                )
             )
             new_file = check_source(conn, source, duckdb.database)
             client.authenticate()  # the token endpoint is asked once; a refusal ends the run
