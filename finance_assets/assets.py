@@ -39,6 +39,7 @@ from finance_assets.warehouse import (
     record_source,
     run_database,
 )
+from finance_assets.warehouse.memory import DEFAULT_MEMORY_LIMIT_MB, bound_memory
 
 SOURCE_TAG = "finance/source"  # the run tag naming what a run reads
 ORGANIZATION_TAG = "finance/organization"  # the run tag naming whose books a run reads
@@ -103,6 +104,7 @@ class SyncDefaults(dg.Model, dg.Resolvable):
     parallel_endpoints: int = Field(default=4, ge=1, le=16)
     cursor_margin_seconds: float = Field(default=DEFAULT_MARGIN.total_seconds(), ge=0)
     warehouse_lock_timeout_seconds: float = Field(default=120.0, ge=0)
+    memory_limit_mb: int = Field(default=DEFAULT_MEMORY_LIMIT_MB, ge=0)
 
 
 class SyncConfig(dg.Config):
@@ -132,6 +134,12 @@ class SyncConfig(dg.Config):
         description="The next cursor is this much before the pass began (server clock), "
         "to absorb clock skew; records in the margin are read again and upserted.",
     )
+    memory_limit_mb: int | None = Field(
+        default=None,
+        ge=0,
+        description="DuckDB's memory for the run, in MiB; what does not fit spills to disk "
+        "next to the DuckDB file. 0: DuckDB's own default (80% of the machine's memory).",
+    )
 
     def settled(self, defaults: SyncDefaults) -> SyncDefaults:
         """This run's settings: what the run config sets, else the deployment's defaults."""
@@ -146,6 +154,9 @@ class SyncConfig(dg.Config):
                 defaults.warehouse_lock_timeout_seconds
                 if self.warehouse_lock_timeout_seconds is None
                 else self.warehouse_lock_timeout_seconds
+            ),
+            memory_limit_mb=(
+                defaults.memory_limit_mb if self.memory_limit_mb is None else self.memory_limit_mb
             ),
         )
 
@@ -311,7 +322,7 @@ def _sync(
         opened.enter_context(columnar.arrow_system_allocator())
         try:  # a setup error is the run's headline, in one sentence, before any write
             client = opened.enter_context(api.client(organization))  # refuses a bad URL
-            conn, access = _warehouse_access(opened, duckdb, timeout)
+            conn, access = _warehouse_access(opened, duckdb, timeout, settings.memory_limit_mb)
             with access.open(conn) as catalog:  # a first short window: may this file take it?
                 new_source = check_source(conn, source, database, organization, catalog)
             client.authenticate()  # the token endpoint is asked once; a refusal ends the run
@@ -383,15 +394,18 @@ def _sync(
 
 
 def _warehouse_access(
-    opened: ExitStack, duckdb: DuckDBResource, lock_timeout: float
+    opened: ExitStack, duckdb: DuckDBResource, lock_timeout: float, memory_limit_mb: int
 ) -> tuple[duckdb_.DuckDBPyConnection, WarehouseAccess]:
-    """The run's connection and how it reaches the warehouse: a file of its own for
-    staging with the warehouse attached in short windows, so runs of several
-    organizations fetch side by side; an in-memory warehouse is the connection itself."""
+    """The run's connection, its memory bounded (``warehouse/memory.py``), and how it
+    reaches the warehouse: a file of its own for staging with the warehouse attached in
+    short windows, so runs of several organizations fetch side by side; an in-memory
+    warehouse is the connection itself."""
     if duckdb.database == ":memory:":
         conn = opened.enter_context(duckdb_.connect(":memory:", config=_staging_config(duckdb)))
+        bound_memory(conn, memory_limit_mb)
         return conn, OwnDatabase(conn)
     if not duckdb.database.startswith("md:"):
         Path(duckdb.database).parent.mkdir(parents=True, exist_ok=True)
     conn = opened.enter_context(run_database(_staging_config(duckdb)))
+    bound_memory(conn, memory_limit_mb)  # covers the warehouse too while it is attached
     return conn, AttachedWarehouse(conn, duckdb.database, lock_timeout)

@@ -21,12 +21,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import duckdb
 import pytest
+from dagster_duckdb import DuckDBResource
 
+from finance_assets import assets as assets_module
 from finance_assets import models as m
+from finance_assets.assets import build_finance_assets
 from finance_assets.records.page_columns import columns_from_records
 from finance_assets.warehouse import MergeStep, Warehouse, Writer, order_key
+from finance_assets.warehouse.memory import bound_memory
+from finance_assets.warehouse.merge import Merge
+from finance_assets_tests.harness import SYNC_OP, assert_warehouse_equals_sandbox, sandbox_api
 from finance_assets_tests.warehouse_helpers import (
     BILLS,
     INVOICES,
@@ -40,6 +47,7 @@ from finance_assets_tests.warehouse_helpers import (
 )
 
 LATER = LOADED_AT + dt.timedelta(days=1)
+TINY_MB = 32  # far below DuckDB's default (80% of the machine's memory)
 
 
 @pytest.fixture
@@ -325,3 +333,68 @@ def test_merge_buffers_one_row_group_and_the_session_setting_is_restored(
     assert _row_groups(conn) == before
     conn.execute("SET GLOBAL write_buffer_row_group_count = 4")  # still follows the global
     assert _row_groups(conn) == (4 if session_value is None else session_value)
+
+
+# ---------- the run's DuckDB memory is bounded ----------
+def test_bound_memory_caps_the_instance_and_spills_to_the_given_directory(tmp_path) -> None:
+    spill = tmp_path / "spill"
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as c:
+        default = c.execute("SELECT current_setting('memory_limit')").fetchone()
+        bound_memory(c, 0)  # 0: DuckDB's own default, untouched
+        assert c.execute("SELECT current_setting('memory_limit')").fetchone() == default
+        bound_memory(c, 64, str(spill))
+        with c.cursor() as writer:  # the instance's setting: every cursor has it
+            assert writer.execute(
+                "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+            ).fetchone() == ("64.0 MiB", str(spill))
+        with pytest.raises(ValueError, match="below 0"):
+            bound_memory(c, -1)
+        # What does not fit goes to the spill directory: a TEMP table of about
+        # 100 MiB, more than the bound, is held there until the transaction ends.
+        c.execute("BEGIN")
+        c.execute("CREATE TEMP TABLE big AS SELECT md5(i::VARCHAR) AS h FROM range(2000000) t(i)")
+        assert c.execute("SELECT count(*) FROM duckdb_temporary_files()").fetchone()[0] > 0
+        assert any(spill.iterdir())
+        assert c.execute("SELECT count(DISTINCT h) FROM big").fetchone() == (2_000_000,)
+        c.execute("ROLLBACK")
+
+
+def test_a_run_under_a_small_memory_bound_loads_everything_within_it(
+    sandbox, tmp_path, monkeypatch
+) -> None:
+    """The run's setting reaches DuckDB on the run's connection, DuckDB keeps within it
+    at every merge, and the books land exactly."""
+    seen: list[tuple[Any, ...]] = []
+
+    def spy(conn: duckdb.DuckDBPyConnection, limit_mb: int, spill_dir: str | None = None):
+        bound_memory(conn, limit_mb, spill_dir)
+        seen.append(conn.execute("SELECT current_setting('memory_limit')").fetchone())
+
+    used: list[int] = []
+    run_merge = Merge.run
+
+    def merge_and_look(self: Merge):  # every page of the resource is staged by now
+        outcome = run_merge(self)
+        used.append(
+            self._conn.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()[0]
+        )
+        return outcome
+
+    monkeypatch.setattr(assets_module, "bound_memory", spy)
+    monkeypatch.setattr(Merge, "run", merge_and_look)
+    database = tmp_path / "w.duckdb"
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [build_finance_assets()],
+            resources={
+                "finance_api": sandbox_api(sandbox),
+                "duckdb": DuckDBResource(database=str(database)),
+            },
+            run_config={"ops": {SYNC_OP: {"config": {"memory_limit_mb": TINY_MB}}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert result.success
+    assert seen == [(f"{TINY_MB}.0 MiB",)]
+    assert_warehouse_equals_sandbox(sandbox, database)
+    assert len(used) == 16 and max(used) <= TINY_MB * 2**20
