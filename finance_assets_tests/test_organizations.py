@@ -88,7 +88,7 @@ def test_organizations_are_the_partitions_and_the_schedules_cover_each(deploymen
 
 def test_each_organization_lands_its_own_books_and_cursors(deployment) -> None:
     books, database = deployment
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:  # in memory: quick
         for key in books:
             result = sync_organization(key, instance)
             assert result.success, key
@@ -136,7 +136,7 @@ def test_each_organization_lands_its_own_books_and_cursors(deployment) -> None:
 def test_a_revoked_refresh_token_fails_its_organization_alone(deployment) -> None:
     books, database = deployment
     books["initech"].sandbox.configure(refresh_token="issued-again")  # the old one is revoked
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:  # in memory: quick
         failed = sync_organization("initech", instance)
         landed = {k: sync_organization(k, instance) for k in ("acme", "globex")}
         assert not failed.success
@@ -158,7 +158,7 @@ def test_a_missing_secret_variable_fails_that_organization_in_one_sentence(
     deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("GLOBEX_CLIENT_SECRET")
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:  # in memory: quick
         result = sync_organization("globex", instance)
     assert not result.success
     assert failure_headline(result) == (
@@ -231,6 +231,10 @@ def test_organizations_launched_together_all_land(deployment, tmp_path: Path) ->
     books, database = deployment
     home = tmp_path / "dagster_home"
     home.mkdir()
+    # The instance exists before its runs, as in a deployment: processes that create a
+    # fresh SQLite instance's storage at the same moment race on its schema (Dagster's own).
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    dg.DagsterInstance.from_config(str(home)).dispose()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
     env["DAGSTER_HOME"] = str(home)
     runs = {
