@@ -71,6 +71,17 @@ UNITS = ("pcs", "hrs", "kg", "box", "m²", "licence")
 CURRENCIES = (("USD", Decimal(1)), ("EUR", Decimal("1.083215")), ("GBP", Decimal("1.267")),
               ("INR", Decimal("0.012034")), ("JPY", Decimal("0.006712")))
 RATES = dict(CURRENCIES)
+def void_at_the_limit(document: dict, status: str) -> str:
+    """A document whose amount sits at the limit of the wire format (to prove exact
+    decimals end to end) is void: no report counts it, so reports keep real proportions."""
+    return "void" if document["total"] >= UNREPRESENTABLE else status
+
+
+def excluded_at_the_limit(at_the_limit: bool, status: str) -> str:
+    """A bank transaction at the limit of the wire format is excluded from cash flows."""
+    return "excluded" if at_the_limit else status
+
+
 # The as-of date the aging edge cases are laid out for: open documents due on it and
 # exactly 30, 31, 60, 61, 90 and 91 days before it, in currencies with 6-decimal rates.
 EDGE_AS_OF = dt.date(2025, 12, 31)
@@ -536,8 +547,9 @@ class Generator:
             "amount": (MAX_AMOUNT if rng.random() < 0.5 else UNREPRESENTABLE)
             if edge else self.money(1, 20000),
             "debit_or_credit": rng.choice(("debit", "credit")),
-            "status": rng.choice(("uncategorized", "categorized", "matched",
-                                  "manually_added", "excluded")),
+            # (drawn either way, so the records after it stay the same)
+            "status": excluded_at_the_limit(edge, rng.choice(
+                ("uncategorized", "categorized", "matched", "manually_added", "excluded"))),
             "description": self.opt(self.text()),
             "reference_number": self.opt(f"TX{rng.randint(1, 10**8)}"),
             "payee": self.opt(rng.choice(PEOPLE + COMPANIES)),
@@ -549,8 +561,8 @@ class Generator:
     def _invoice(self, date: dt.date) -> Record:
         rng = self.rng
         record = self.document(date, "invoice_number", "INV", "customer", discount=True)
-        status = rng.choice(("draft", "sent", "viewed", "overdue", "partially_paid", "paid",
-                             "void"))
+        status = void_at_the_limit(record, rng.choice(
+            ("draft", "sent", "viewed", "overdue", "partially_paid", "paid", "void")))
         terms = rng.choice((0, 15, 30, 60))
         record.update(
             status=status, due_date=self.later(date, terms, terms), payment_terms=terms,
@@ -586,7 +598,7 @@ class Generator:
     def _creditnote(self, date: dt.date) -> Record:
         rng = self.rng
         record = self.document(date, "creditnote_number", "CN", "customer")
-        status = rng.choice(("draft", "open", "closed", "void"))
+        status = void_at_the_limit(record, rng.choice(("draft", "open", "closed", "void")))
         invoices = self._invoices_by_customer.get(record["customer_id"], [])
         record.update(
             status=status, balance=self.balance(record["total"], status),
@@ -597,7 +609,8 @@ class Generator:
     def _bill(self, date: dt.date) -> Record:
         rng = self.rng
         record = self.document(date, "bill_number", "BILL", "vendor")
-        status = rng.choice(("draft", "open", "overdue", "partially_paid", "paid", "void"))
+        status = void_at_the_limit(record, rng.choice(
+            ("draft", "open", "overdue", "partially_paid", "paid", "void")))
         record.update(status=status, due_date=self.later(date, 0, 60),
                       balance=self.balance(record["total"], status))
         return record
