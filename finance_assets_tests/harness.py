@@ -402,6 +402,7 @@ VIEWPORT = {"width": 1600, "height": 1000}
 UI_START_SECONDS = 120
 EXPECT_SECONDS = 15  # what the UI is expected to show, after a click, within
 RUN_SECONDS = 240  # a Materialize all, from the click to the run page's Success
+SENSOR_TICK_SECONDS = 90  # an automation sensor's next tick (every 30 s), on a busy machine
 
 
 def free_port() -> int:
@@ -555,9 +556,22 @@ def materialize_all(page: Page, shots: Screenshots, ends: str = "Success") -> st
     return page.url
 
 
+def catalog(page: Page, selection: str) -> None:
+    """Catalog, filtered by an asset selection typed into its search box (``key:"users"``,
+    ``group:"finance_marts"``). The Catalog renders only the rows scrolled into view, and
+    the 23 assets no longer fit: a row is found by filtering, as a person would."""
+    nav(page, "Catalog")
+    page.locator(".CodeMirror").first.click()  # the search box (a code editor)
+    page.keyboard.type(selection)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"[?&]asset-selection="))
+    page.keyboard.press("Escape")  # closes the box's suggestions (a popover)
+    expect(page.locator("[data-radix-popper-content-wrapper]")).to_have_count(0)
+
+
 def open_checks(page: Page, asset: str) -> None:
     """Catalog, the asset, its Checks tab."""
-    nav(page, "Catalog")
+    catalog(page, f'key:"{asset}"')
     page.get_by_role("link", name=re.compile(rf"^{asset}( {asset})?$")).click()
     page.get_by_role("tab", name="Checks").click()
     expect(page).to_have_url(re.compile(rf"/assets/{asset}\?(.*&)?view=checks"))
@@ -579,6 +593,53 @@ def metadata_row(page: Page, key: str, value: str | None = None) -> Locator:
     """A row of the metadata table: its key, and its value when given."""
     name = f"{key} {value}" if value is not None else key
     return page.get_by_role("row", name=re.compile(rf"^{re.escape(name)}\b"))
+
+
+def graphql(url: str, query: str) -> dict[str, Any]:
+    """One query to the UI's GraphQL API (what its pages read)."""
+    response = httpx.post(f"{url}/graphql", json={"query": query}, timeout=30)
+    response.raise_for_status()
+    return response.json()["data"]
+
+
+def finished_runs(url: str) -> list[dict[str, Any]]:
+    """The instance's runs, newest first: id, status, end time (None while running)."""
+    return graphql(url, "{ runsOrError { ... on Runs { results { runId status endTime } } } }")[
+        "runsOrError"
+    ]["results"]
+
+
+def sensor_tick_after(url: str, sensor: str, after: float) -> dict[str, Any]:
+    """The first tick of ``sensor`` (of the project's code location) at or after the time
+    ``after``, waited for: its status and the runs it launched. An automation sensor ticks
+    every 30 s, so this waits at most about that long."""
+    query = f"""{{ sensorOrError(sensorSelector: {{repositoryLocationName: "finance_assets",
+        repositoryName: "__repository__", sensorName: "{sensor}"}}) {{ ... on Sensor {{
+        sensorState {{ status ticks(limit: 20) {{ timestamp status runIds }} }} }} }} }}"""
+    deadline = time.monotonic() + SENSOR_TICK_SECONDS
+    while True:
+        state = graphql(url, query)["sensorOrError"]["sensorState"]
+        assert state["status"] == "RUNNING", state
+        done = [t for t in state["ticks"] if t["timestamp"] >= after and t["status"] != "STARTED"]
+        if done:
+            return min(done, key=lambda t: t["timestamp"])
+        assert time.monotonic() < deadline, f"{sensor} did not tick in {SENSOR_TICK_SECONDS} s"
+        time.sleep(1)
+
+
+def only_run_after_automation(page: Page, url: str, shots: Screenshots, sensor: str) -> None:
+    """The one run there is (Materialize all) ended, ``sensor`` then ticked and launched
+    nothing, and the Runs page lists that one run alone."""
+    (run,) = finished_runs(url)
+    assert run["endTime"], run
+    tick = sensor_tick_after(url, sensor, run["endTime"])
+    assert tick["runIds"] == [], tick
+    assert [r["runId"] for r in finished_runs(url)] == [run["runId"]]
+    nav(page, "Runs")
+    run_ids = page.get_by_role("link").filter(has_text=re.compile(r"^[0-9a-f]{8}$"))
+    expect(run_ids).to_have_count(1)
+    expect(run_ids).to_have_text(run["runId"][:8])
+    shots.take(page, "runs-after-automation")
 
 
 def null_violations(sb: Sandbox, resource: str) -> dict[str, list[str]]:

@@ -16,14 +16,17 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from finance_assets.endpoints import ENDPOINTS
+from finance_assets.marts import MARTS
 from finance_assets.sandbox import Sandbox, SandboxConfig
 from finance_assets_tests.harness import (
     DagsterDev,
     Screenshots,
+    catalog,
     materialize_all,
     metadata_row,
     nav,
     needs_chromium,
+    only_run_after_automation,
     open_checks,
     opened_ui,
     select_check,
@@ -39,6 +42,7 @@ SCHEDULES = {
     "finance_weekly_full_refresh_schedule": "Scheduled At 04:00 AM UTC, only on Sunday",
 }
 FAILURE_SENSOR = "finance_run_failure_sensor"
+MARTS_SENSOR = "finance_marts_automation"
 
 
 @pytest.fixture(scope="module")
@@ -83,28 +87,33 @@ def test_asset_graph_shows_the_sixteen_assets_of_group_finance(
     shots.take(page, "asset-graph")
 
 
-def test_materialize_all_runs_every_asset_with_its_checks(
+def test_materialize_all_runs_every_asset_with_its_checks_and_the_marts(
     page: Page, shots: Screenshots, finished_run: str
 ) -> None:
+    checks = shipped_definitions().resolve_asset_graph().asset_check_keys
     page.goto(finished_run)
     expect(page.get_by_text("Success", exact=True)).to_be_visible()
-    expect(page.get_by_text("16 assets", exact=True)).to_be_visible()
-    expect(page.get_by_text(re.compile(r"^\d+ checks$"))).to_be_visible()
-    # The run's first line says what it read; its last, that it succeeded.
+    expect(page.get_by_text(f"{len(ASSETS) + len(MARTS)} assets", exact=True)).to_be_visible()
+    expect(page.get_by_text(f"{len(checks)} checks", exact=True)).to_be_visible()
+    # The run's first line says what it read; the marts' step, how many it built.
     log_filter = page.get_by_placeholder("Filter…")
     log_filter.fill("Reading")
     first_line = re.compile(r"^Reading sandbox \(seed 42, scale 1\) into ")
     expect(page.get_by_text(first_line)).to_be_visible()
     shots.take(page, "run-source")
+    log_filter.fill("Building")
+    expect(page.get_by_text(re.compile(rf"^Building {len(MARTS)} marts in "))).to_be_visible()
+    shots.take(page, "run-marts")
     log_filter.fill("")
     log_filter.press("Escape")  # closes the filter's suggestions (a popover)
     expect(page.get_by_role("dialog")).to_be_hidden()
     expect(page.get_by_text("RUN_SUCCESS", exact=True)).to_be_visible()
     shots.take(page, "run", docs="run.png")
 
-    # Every asset of the group now shows its latest materialization.
-    nav(page, "Catalog")
-    expect(page.get_by_text(re.compile(r"^Materialized"))).to_have_count(len(ASSETS))
+    # Every asset of both groups now shows its latest materialization.
+    for group, assets in (("finance_marts", MARTS), ("finance", ASSETS)):
+        catalog(page, f'group:"{group}"')
+        expect(page.get_by_text(re.compile(r"^Materialized"))).to_have_count(len(assets))
     page.get_by_role("link", name=re.compile(r"\bfinance$")).first.click()
     page.get_by_role("button", name=re.compile(r"\binvoices$")).click()
     expect(page.get_by_text("View in Asset Catalog")).to_be_visible()
@@ -143,17 +152,20 @@ def test_invoices_checks_passed_with_their_metadata(
     shots.take(page, "invoices-checks", docs="invoices-checks.png")
 
 
-def test_automation_shows_both_schedules_and_the_failure_sensor(
-    page: Page, shots: Screenshots
-) -> None:
+def test_automation_shows_both_schedules_and_the_sensors(page: Page, shots: Screenshots) -> None:
     nav(page, "Automation")
     for schedule, when in SCHEDULES.items():
         row = page.get_by_role("link", name=re.compile(rf"\b{schedule}\b"))
         expect(row).to_be_visible()
         expect(row).to_contain_text(when)
-    # The failure sensor is being added on another branch: asserted once the
-    # definitions have it, whatever this branch's state.
-    if FAILURE_SENSOR in {s.name for s in shipped_definitions().sensors}:
-        expect(page.get_by_role("link", name=re.compile(rf"\b{FAILURE_SENSOR}\b"))).to_be_visible()
+    for sensor in (FAILURE_SENSOR, MARTS_SENSOR):
+        expect(page.get_by_role("link", name=re.compile(rf"\b{sensor}\b"))).to_be_visible()
     shots.take(page, "automation")
 
+
+def test_the_marts_automation_launches_no_run_after_materialize_all(
+    page: Page, shots: Screenshots, ui: DagsterDev, finished_run: str
+) -> None:
+    # Materialize all built the marts in its own run: their sensor, running under dg dev,
+    # does not rebuild them for it (Dagster ignores the run's updates of their deps).
+    only_run_after_automation(page, ui.url, shots, MARTS_SENSOR)

@@ -6,7 +6,8 @@ resources, so its admin API then deletes those records from every other resource
 UI, started with ``dg dev`` and pointed at the server as at a real API (its base URL,
 token URL and demo credentials), must show the nullability check failed on exactly
 the assets whose data still holds such nulls, as the sandbox's own records say, and
-passed on the others. Screenshots: ``finance_assets_tests/artifacts/ui/null-violations/``.
+passed on the others; and the marts downstream not built, neither by Materialize all nor
+by their automation sensor. Screenshots: ``finance_assets_tests/artifacts/ui/null-violations/``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from finance_assets.endpoints import BY_NAME, ENDPOINTS, Endpoint
+from finance_assets.marts import MARTS
 from finance_assets.sandbox import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
@@ -28,10 +30,12 @@ from finance_assets.schema import child_table_name, table_name
 from finance_assets_tests.harness import (
     DagsterDev,
     Screenshots,
+    catalog,
     materialize_all,
     metadata_row,
     needs_chromium,
     null_violations,
+    only_run_after_automation,
     open_checks,
     opened_ui,
     select_check,
@@ -41,6 +45,7 @@ pytestmark = needs_chromium
 
 ASSETS = [e.name for e in ENDPOINTS]
 CLEARED = ASSETS[1::2]  # resources whose null violations the sandbox is told to delete
+MARTS_SENSOR = "finance_marts_automation"
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +111,12 @@ def test_the_sandbox_serves_nulls_in_half_of_the_resources(nulls: dict[str, list
 def test_nullability_fails_on_exactly_the_assets_whose_data_has_nulls(
     page: Page, shots: Screenshots, nulls: dict[str, list[str]]
 ) -> None:
-    # Everything loads as it came, then the blocking nullability checks fail the run.
+    # Everything loads as it came, then the blocking nullability checks fail the run and
+    # the marts' step, downstream, is not executed.
     materialize_all(page, shots, ends="Failure")
     expect(page.get_by_text(re.compile("blocking asset checks? failed")).first).to_be_visible()
+    not_built = re.compile(r"^Dependencies for step build_finance_marts failed: .* Not executing")
+    expect(page.get_by_text(not_built)).to_be_visible()
     for asset, found in nulls.items():
         open_checks(page, asset)
         result = select_check(page, "nullability")
@@ -121,3 +129,18 @@ def test_nullability_fails_on_exactly_the_assets_whose_data_has_nulls(
         else:
             expect(result).to_contain_text("Passed")
         shots.take(page, f"{asset}-nullability")
+
+
+def test_the_marts_are_not_built_and_their_automation_holds_them(
+    page: Page, shots: Screenshots, ui: DagsterDev
+) -> None:
+    # Dagster shows a mart as Failed when the run that planned it failed (or, once the
+    # page has loaded all it reads, as Never materialized): never as Materialized.
+    catalog(page, 'group:"finance_marts"')
+    expect(page.get_by_text(re.compile("^Loading"))).to_have_count(0)
+    status = page.get_by_text(re.compile(r"^(Failed|Never materialized)$"))
+    expect(status).to_have_count(len(MARTS))
+    expect(page.get_by_text(re.compile("^Materialized"))).to_have_count(0)
+    shots.take(page, "marts-not-materialized")
+    # Their sensor, running under dg dev, sees the deps landed with failed blocking checks.
+    only_run_after_automation(page, ui.url, shots, MARTS_SENSOR)

@@ -53,11 +53,31 @@ class MartsConfig(dg.Config):
         return dt.date.fromisoformat(self.as_of) if self.as_of else None
 
 
-# Eager, and never while a blocking check of an upstream asset fails (or before the
-# upstream asset has landed at all).
+# Eager, with two changes for the finance assets partitioned by organization (the marts
+# are not partitioned: they read every organization's rows). Dagster's conditions see an
+# unpartitioned child of partitioned deps through any one partition of each dep:
+# - eager()'s any_deps_missing holds while any organization's partition is missing, so the
+#   marts would wait for every declared organization's first sync; here a dep is missing
+#   only while no organization has landed it;
+# - all_deps_blocking_checks_passed() holds once any one organization's partition passed,
+#   even while another's latest blocking check fails; here every partition that has
+#   landed must have passed its blocking checks (on its latest materialization).
+# With one connection (nothing partitioned) both say what Dagster's own conditions say.
+ALL_DEPS_LANDED = dg.AutomationCondition.all_deps_match(
+    ~dg.AutomationCondition.missing()
+).with_label("all_deps_landed")
+LANDED_UNCHECKED = dg.AutomationCondition.any_deps_match(
+    ~dg.AutomationCondition.missing()
+    & ~dg.AutomationCondition.all_checks_match(
+        dg.AutomationCondition.check_passed(), blocking_only=True
+    )
+).with_label("any_deps_landed_without_passing_blocking_checks")
 AUTOMATION = (
-    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-).with_label("eager, once upstream blocking checks pass")
+    dg.AutomationCondition.eager().replace(
+        "any_deps_missing", (~ALL_DEPS_LANDED).with_label("any_deps_never_landed")
+    )
+    & ~LANDED_UNCHECKED
+).with_label("eager, once every landed upstream passed its blocking checks")
 
 
 def _column_schema(mart: Mart) -> dg.TableSchema:
