@@ -7,6 +7,7 @@ DuckDB file; marts are built in list order, then the selected checks run.
 
 import datetime as dt
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import dagster as dg
@@ -18,6 +19,7 @@ from finance_assets.endpoints import BY_NAME as ENDPOINTS
 from finance_assets.marts.build import MartBuilder, Violations, sql_file
 from finance_assets.marts.catalog import CHECKS, MARTS, Mart, MartCheck
 from finance_assets.warehouse import WarehouseBusyError, locked_connection
+from finance_assets.warehouse.memory import bound_memory
 
 LOCK_TIMEOUT_SECONDS = 120.0
 
@@ -47,6 +49,14 @@ class MartsConfig(dg.Config):
     as_of: str | None = Field(
         default=None,
         description="As-of date, YYYY-MM-DD; unset: today in each organization's time zone.",
+    )
+
+    memory_limit_mb: int = Field(
+        default=0,
+        ge=0,
+        description="DuckDB's memory for the build, in MiB; the rest spills to disk next to "
+        "the warehouse. 0 (default): DuckDB's own (80% of the machine's memory): the "
+        "referential integrity check does not fit in 256 MiB at a million records.",
     )
 
     def date(self) -> dt.date | None:
@@ -160,14 +170,14 @@ def build_mart_assets(ingestion: IngestionNames = IngestionNames()) -> dg.Assets
         selected = [m for k, m in keys.items() if k in context.selected_asset_keys]
         wanted = context.selected_asset_check_keys
         now = dt.datetime.now(dt.timezone.utc)
-        try:
-            opened = locked_connection(
-                duckdb.database, LOCK_TIMEOUT_SECONDS, config=duckdb.connection_config
-            )
-            conn = opened.__enter__()
-        except WarehouseBusyError as exc:
-            raise dg.Failure(description=str(exc)) from None
-        try:
+        with ExitStack() as opened:
+            try:
+                conn = opened.enter_context(locked_connection(
+                    duckdb.database, LOCK_TIMEOUT_SECONDS, config=duckdb.connection_config
+                ))  # fmt: skip
+            except WarehouseBusyError as exc:
+                raise dg.Failure(description=str(exc)) from None
+            bound_memory(conn, config.memory_limit_mb)
             builder = MartBuilder(conn, config.date(), now)
             dates = ", ".join(f"{d.organization} {d.as_of}" for d in builder.dates)
             context.log.info(f"Building {len(selected)} marts in {duckdb.database} as of {dates}.")
@@ -187,7 +197,5 @@ def build_mart_assets(ingestion: IngestionNames = IngestionNames()) -> dg.Assets
                 key = names.asset_key(next(m for m in MARTS if m.name == check.mart))
                 if dg.AssetCheckKey(key, check.name) in wanted:
                     yield _result(check, key, builder.check(check))
-        finally:
-            opened.__exit__(None, None, None)
 
     return build_marts
