@@ -40,9 +40,9 @@ MAX_CONCURRENT_RUNS = 2
 # Three organizations on sandboxes of their own (each run starts its organization's
 # server): different books, sizes and limits, small enough for a run of a few seconds.
 BOOKS = {
-    "acme": {"seed": 7, "scale": 0.1, "rate_limit_per_minute": 6000},
-    "globex": {"seed": 11, "scale": 0.05, "rate_limit_per_minute": 3000},
-    "initech": {"seed": 13, "scale": 0.08},
+    "acme": {"seed": 7, "scale": 0.04, "rate_limit_per_minute": 6000},
+    "globex": {"seed": 11, "scale": 0.02, "rate_limit_per_minute": 3000},
+    "initech": {"seed": 13, "scale": 0.03},
 }
 DAGSTER_DAEMON = Path(sys.executable).with_name("dagster-daemon")
 RUN_SECONDS = 420  # all the runs, from the backfill to their end (1 to 2.5 min on 2 busy cores)
