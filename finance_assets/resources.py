@@ -179,7 +179,7 @@ class FinanceApiResource(dg.ConfigurableResource):
 
     def explain(self, organization: str, message: str) -> str:
         """``message`` as the organization's runs should say it (unchanged for ``default``)."""
-        declared = self._organization(organization) if self.organizations else None
+        declared = self._organization(organization)
         return message if declared is None else declared.in_own_words(message)
 
     def source_of(self, organization: str) -> str:

@@ -43,8 +43,7 @@ def recorded_sources(conn: duckdb.DuckDBPyConnection, catalog: str | None = None
     if SOURCE_TABLE not in existing_tables(conn, catalog):
         return {}
     table = in_catalog(catalog, SOURCE_TABLE)
-    columns = {r[0] for r in conn.execute(f"DESCRIBE {table}").fetchall()}
-    organization = ORGANIZATION if ORGANIZATION in columns else f"'{DEFAULT_ORGANIZATION}'"
+    organization = _organization_of_rows(conn, table)
     rows = conn.execute(f"SELECT {organization}, source FROM {table}").fetchall()
     return {str(o): str(src) for o, src in rows}
 
@@ -128,8 +127,7 @@ def record_source(
         f"CREATE TABLE IF NOT EXISTS {table} "
         f"(source VARCHAR, recorded_at TIMESTAMPTZ, {ORGANIZATION} VARCHAR)"
     )
-    columns = {r[0] for r in conn.execute(f"DESCRIBE {table}").fetchall()}
-    if ORGANIZATION not in columns:  # recorded before organizations: the one was `default`
+    if _organization_of_rows(conn, table) != ORGANIZATION:  # recorded before organizations
         conn.execute(
             f"ALTER TABLE {table} ADD COLUMN {ORGANIZATION} VARCHAR "
             f"DEFAULT '{DEFAULT_ORGANIZATION}'"
@@ -142,14 +140,20 @@ def record_source(
     )
 
 
+def _organization_of_rows(conn: duckdb.DuckDBPyConnection, table: str) -> str:
+    """SQL for a bookkeeping table's organization column: the column, or ``'default'`` in
+    a table written before organizations were recorded (the one connection's)."""
+    columns = {r[0] for r in conn.execute(f"DESCRIBE {table}").fetchall()}
+    return ORGANIZATION if ORGANIZATION in columns else f"'{DEFAULT_ORGANIZATION}'"
+
+
 def _organizations_with_data(conn: duckdb.DuckDBPyConnection, catalog: str) -> set[str]:
     """Organizations some resource has committed a load for: every merge writes its sync
     state. A file written before sources were recorded has data tables: ``default``'s."""
     present = existing_tables(conn, catalog)
     if SYNC_STATE_TABLE in present:
         table = in_catalog(catalog, SYNC_STATE_TABLE)
-        columns = {r[0] for r in conn.execute(f"DESCRIBE {table}").fetchall()}
-        organization = ORGANIZATION if ORGANIZATION in columns else f"'{DEFAULT_ORGANIZATION}'"
+        organization = _organization_of_rows(conn, table)
         return {
             str(o)
             for (o,) in conn.execute(f"SELECT DISTINCT {organization} FROM {table}").fetchall()
